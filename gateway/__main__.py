@@ -1,0 +1,5 @@
+"""``python -m gateway`` runs the ``mcpgw`` command."""
+
+from gateway.cli import main
+
+main()

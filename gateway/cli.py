@@ -1,0 +1,149 @@
+"""The ``mcpgw`` command. Thin on purpose: parse arguments, call the library, map outcomes to exit codes.
+
+Exit codes: 0 success · 1 invalid configuration (or a command that cannot run yet) · 2 usage error
+(bad arguments, a file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gateway import __version__
+from gateway.config.loader import LoadResult, check_file
+from gateway.config.problems import Problem
+from gateway.config.schema import schema_text
+from gateway.errors import ConfigFileError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="mcpgw",
+    help="A declarative MCP gateway: many upstream MCP servers served as one, configured by one YAML file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class SchemaFormat(str, Enum):
+    json = "json"
+    markdown = "markdown"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mcpgw {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """A declarative MCP gateway."""
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Config files to check, each on its own.", show_default=False)],
+    output: Annotated[OutputFormat, typer.Option("--format", help="`json` for CI tooling.")] = OutputFormat.text,
+) -> None:
+    """Check config files exactly as `serve` would load them, reporting every problem.
+
+    Each problem is printed as FILE:LINE:COL: /json/pointer: message. Secrets are never printed:
+    an interpolated value is shown as the ${NAME} reference it was written as.
+    Exit code 0: valid (warnings allowed), 1: invalid, 2: a file could not be read.
+    """
+    reports = [_check(path) for path in files]
+    if output is OutputFormat.json:
+        typer.echo(json.dumps({"valid": all(r["valid"] for r in reports), "files": reports}, indent=2))
+    else:
+        for report in reports:
+            _print_text(report)
+    if any("error" in r for r in reports):
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(EXIT_OK if all(r["valid"] for r in reports) else EXIT_INVALID)
+
+
+def _check(path: Path) -> dict:
+    try:
+        result = check_file(path)
+    except ConfigFileError as exc:
+        return {"file": str(path), "valid": False, "error": exc.reason, "problems": []}
+    return {"file": result.file, "valid": result.valid, "summary": _summary(result),
+            "problems": [p.to_json() for p in result.problems]}
+
+
+def _summary(result: LoadResult) -> str:
+    errors = sum(p.is_error for p in result.problems)
+    warnings = len(result.problems) - errors
+    if result.config is None:
+        return f"invalid: {_count(errors, 'error')}" + (f", {_count(warnings, 'warning')}" if warnings else "")
+    config = result.config
+    parts = [_count(len(config.servers), "server"), _count(len(config.namespaces), "namespace")]
+    if config.sources:
+        parts.append(_count(len(config.sources), "source"))
+    if warnings:
+        parts.append(_count(warnings, "warning"))
+    return "valid: " + ", ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _print_text(report: dict) -> None:
+    if "error" in report:
+        typer.echo(f"mcpgw: {report['file']}: {report['error']}", err=True)
+        return
+    for problem in report["problems"]:
+        typer.echo(Problem(**problem).render())
+    typer.echo(f"{report['file']}: {report['summary']}")
+
+
+@app.command()
+def schema(
+    output: Annotated[SchemaFormat, typer.Option("--format", help="`markdown` prints the config reference.")] = SchemaFormat.json,
+) -> None:
+    """Print the JSON Schema (Draft 2020-12) of the config file, for editors and CI."""
+    if output is SchemaFormat.markdown:
+        from gateway.config.reference import render_reference
+
+        typer.echo(render_reference(), nl=False)
+    else:
+        typer.echo(schema_text(), nl=False)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="The config file to serve.", show_default=False)],
+) -> None:
+    """NOT IMPLEMENTED YET: serving arrives with the proxy core. Today it only validates CONFIG and exits 1."""
+    report = _check(config)
+    _print_text(report)
+    if "error" in report:
+        raise typer.Exit(EXIT_USAGE)
+    if not report["valid"]:
+        raise typer.Exit(EXIT_INVALID)
+    typer.echo("mcpgw serve: not implemented yet (the configuration is valid)", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

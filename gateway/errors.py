@@ -1,0 +1,55 @@
+"""The exceptions mcpgw raises, as one tree so callers can catch at the depth they care about.
+
+::
+
+    GatewayError                    anything mcpgw raises on purpose
+    ├── ConfigError                 a configuration could not be used
+    │   ├── ConfigFileError         the file itself cannot be read (missing, a directory, unreadable);
+    │   │                           a usage error: `mcpgw validate` exits 2
+    │   └── ConfigInvalid           the file was read but has problems; carries every Problem found;
+    │                               `mcpgw validate` exits 1
+    └── NotImplementedYet           a command whose behaviour a later release brings
+
+Foreign exceptions (``OSError``, ``yaml.YAMLError``, ``jsonschema`` errors) never escape the config
+package: they are translated where they happen into Problems or into these classes, chained with
+``raise ... from``, and their messages never carry secret values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config.problems import Problem
+
+
+class GatewayError(Exception):
+    """Base of every exception mcpgw raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration could not be used."""
+
+
+class ConfigFileError(ConfigError):
+    """The configuration file cannot be read at all (a usage error, not a problem inside the file)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ConfigInvalid(ConfigError):
+    """The configuration was read but has problems; ``problems`` holds every one found."""
+
+    def __init__(self, problems: tuple[Problem, ...]) -> None:
+        errors = [p for p in problems if p.is_error]
+        first = errors[0].render() if errors else "invalid configuration"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+        self.problems = problems
+
+
+class NotImplementedYet(GatewayError):
+    """A command exists in the CLI but its behaviour arrives in a later release."""
