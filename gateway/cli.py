@@ -57,18 +57,22 @@ def _root(
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Config files to check, each on its own.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Config files to check, each on its own.", show_default=False,
+                                                metavar="FILE...")],
     output: Annotated[OutputFormat, typer.Option("--format", help="`json` for CI tooling.")] = OutputFormat.text,
 ) -> None:
     """Check config files exactly as `serve` would load them, reporting every problem.
 
-    Each problem is printed as FILE:LINE:COL: /json/pointer: message. Secrets are never printed:
-    an interpolated value is shown as the ${NAME} reference it was written as.
+    Each problem is printed as FILE:LINE:COL: /json/pointer: message. Secrets are never printed: an interpolated value is shown as the ${NAME} reference it was written as.
+
     Exit code 0: valid (warnings allowed), 1: invalid, 2: a file could not be read.
     """
     reports = [_check(path) for path in files]
     if output is OutputFormat.json:
         typer.echo(json.dumps({"valid": all(r["valid"] for r in reports), "files": reports}, indent=2))
+        for report in reports:
+            if "error" in report:
+                typer.echo(f"mcpgw: {report['file']}: {report['error']}", err=True)
     else:
         for report in reports:
             _print_text(report)
@@ -128,7 +132,7 @@ def schema(
 
 @app.command()
 def serve(
-    config: Annotated[Path, typer.Argument(help="The config file to serve.", show_default=False)],
+    config: Annotated[Path, typer.Argument(help="The config file to serve.", show_default=False, metavar="CONFIG")],
 ) -> None:
     """NOT IMPLEMENTED YET: serving arrives with the proxy core. Today it only validates CONFIG and exits 1."""
     report = _check(config)

@@ -17,7 +17,7 @@ from typing import Any, Annotated, Callable, get_args, get_origin
 
 from gateway.config import pointer as ptr
 from gateway.config.document import Document
-from gateway.config.model import GatewayConfig, Secret, ServerConfig
+from gateway.config.model import Expanded, GatewayConfig, Secret, ServerConfig
 from gateway.config.units import parse_duration, parse_size
 
 _UNITS: dict[str, Callable[[Any], Any]] = {"duration": parse_duration, "size": parse_size}
@@ -58,6 +58,10 @@ class _Builder:
             return self.convert(next(a for a in args if a is not type(None)), value, pointer)
         if tp is Secret:
             return Secret(value, self.doc.templates.get(pointer, "***"))
+        if isinstance(value, str) and pointer in self.doc.templates:
+            return Expanded(value, self.doc.templates[pointer])
+        if tp is int and isinstance(value, float):
+            return int(value)  # JSON Schema counts 1.0 as an integer
         if is_dataclass(tp):
             return self.build(tp, value, pointer)
         if origin is tuple:

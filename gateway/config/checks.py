@@ -37,6 +37,11 @@ _STDIO_ONLY = ("command", "args", "env", "cwd")
 _HTTP_ONLY = ("url", "headers", "auth")
 
 
+def _shown(value: str) -> str:
+    """A value as it may appear in a message: one that came from ``${...}`` only as written."""
+    return getattr(value, "written_as", value)
+
+
 def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f"did you mean `{close[0]}`?" if close else None
@@ -50,18 +55,18 @@ def check_prefixes(config: GatewayConfig) -> Iterator[Finding]:
         where = f"/servers/{name}/prefix" if server.prefix != name else f"/servers/{name}"
         if sep in server.prefix:
             hint = "set `prefix` to a name without it" if server.prefix == name else None
-            yield Finding(where, "prefix-separator", f"prefix `{server.prefix}` contains the separator `{sep}`",
+            yield Finding(where, "prefix-separator", f"prefix `{_shown(server.prefix)}` contains the separator `{sep}`",
                           hint, at_key=server.prefix == name)
         if server.prefix and server.prefix in owners:
             yield Finding(where, "duplicate-prefix",
-                          f"prefix `{server.prefix}` is already used by server `{owners[server.prefix]}`",
+                          f"prefix `{_shown(server.prefix)}` is already used by server `{owners[server.prefix]}`",
                           "give one of them another `prefix`", at_key=server.prefix == name)
         owners.setdefault(server.prefix, name)
         room = limit - len(server.prefix) - len(sep)
         if server.prefix and room < MIN_NAME_ROOM:
             yield Finding(where, "long-prefix",
-                          f"prefix `{server.prefix}` leaves {max(room, 0)} of {limit} characters for tool names",
-                          "use a shorter prefix", "error" if room < 1 else "warning", at_key=server.prefix == name)
+                          f"prefix `{_shown(server.prefix)}` leaves {max(room, 0)} of {limit} characters for tool names",
+                          "set a shorter `prefix`", "error" if room < 1 else "warning", at_key=server.prefix == name)
 
 
 def check_transport_keys(config: GatewayConfig) -> Iterator[Finding]:
@@ -77,7 +82,7 @@ def check_urls(config: GatewayConfig) -> Iterator[Finding]:
     for pointer, url in _urls(config):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            yield Finding(pointer, "bad-url", f"`{url}` is not an http(s) URL with a host",
+            yield Finding(pointer, "bad-url", f"`{_shown(url)}` is not an http(s) URL with a host",
                           "write it as https://host/path")
 
 
@@ -117,11 +122,11 @@ def check_namespaces(config: GatewayConfig) -> Iterator[Finding]:
     for ns_name, namespace in config.namespaces.items():
         for i, server in enumerate(namespace.servers):
             if server not in config.servers and not config.sources:
-                yield Finding(f"/namespaces/{ns_name}/servers/{i}", "unknown-server", f"no server is named `{server}`",
+                yield Finding(f"/namespaces/{ns_name}/servers/{i}", "unknown-server", f"no server is named `{_shown(server)}`",
                               _did_you_mean(server, config.servers))
             elif server not in config.servers:
                 yield Finding(f"/namespaces/{ns_name}/servers/{i}", "unknown-server",
-                              f"no server in this file is named `{server}`; it must come from a source",
+                              f"no server in this file is named `{_shown(server)}`; it must come from a source",
                               severity="warning")
 
 
@@ -139,15 +144,15 @@ def check_auth(config: GatewayConfig) -> Iterator[Finding]:
     values: dict[str, str] = {}
     for i, key in enumerate(auth.api_keys):
         if key.name in names:
-            yield Finding(f"/auth/api_keys/{i}/name", "duplicate-key-name", f"API key name `{key.name}` is used twice")
+            yield Finding(f"/auth/api_keys/{i}/name", "duplicate-key-name", f"API key name `{_shown(key.name)}` is used twice")
         names.setdefault(key.name, i)
         secret = key.key.reveal() if key.key else key.key_sha256.lower()  # type: ignore[union-attr]
         if secret in values:
-            yield Finding(f"/auth/api_keys/{i}", "duplicate-key", f"API keys `{values[secret]}` and `{key.name}` are the same key")
+            yield Finding(f"/auth/api_keys/{i}", "duplicate-key", f"API keys `{_shown(values[secret])}` and `{_shown(key.name)}` are the same key")
         values.setdefault(secret, key.name)
         for j, ns in enumerate(key.namespaces or ()):
             if ns not in config.namespaces:
-                yield Finding(f"/auth/api_keys/{i}/namespaces/{j}", "unknown-namespace", f"no namespace is named `{ns}`",
+                yield Finding(f"/auth/api_keys/{i}/namespaces/{j}", "unknown-namespace", f"no namespace is named `{_shown(ns)}`",
                               _did_you_mean(ns, config.namespaces))
 
 
@@ -177,10 +182,10 @@ def check_rate_limits(config: GatewayConfig) -> Iterator[Finding]:
         if rule.scope in ("global", "key"):
             yield Finding(pointer, "match-scope", f"`match` applies to the tool and server scopes, not `{rule.scope}`")
         elif not _GLOB_CHARS.fullmatch(rule.match) or rule.match.count("[") != rule.match.count("]"):
-            yield Finding(pointer, "bad-match", f"`{rule.match}` is not a valid name glob",
+            yield Finding(pointer, "bad-match", f"`{_shown(rule.match)}` is not a valid name glob",
                           "use letters, digits, `_`, `-` and the wildcards `*`, `?`, `[...]`")
         elif rule.scope == "server" and not any(fnmatchcase(n, rule.match) for n in config.servers) and not config.sources:
-            yield Finding(pointer, "match-nothing", f"`{rule.match}` matches no server", severity="warning")
+            yield Finding(pointer, "match-nothing", f"`{_shown(rule.match)}` matches no server", severity="warning")
 
 
 def check_server_policies(config: GatewayConfig) -> Iterator[Finding]:
@@ -201,11 +206,11 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
     targets: dict[str, str] = {}
     for source, target in rules.rename.items():
         if target in targets:
-            yield Finding(f"{base}/rename/{source}", "rename-clash", f"`{source}` and `{targets[target]}` are both renamed to `{target}`")
+            yield Finding(f"{base}/rename/{source}", "rename-clash", f"`{source}` and `{targets[target]}` are both renamed to `{_shown(target)}`")
         targets.setdefault(target, source)
     for i, pattern in enumerate(rules.deny):
         if rules.allow and pattern in rules.allow:
-            yield Finding(f"{base}/deny/{i}", "allow-deny", f"`{pattern}` is both allowed and denied (deny wins)", severity="warning")
+            yield Finding(f"{base}/deny/{i}", "allow-deny", f"`{_shown(pattern)}` is both allowed and denied (deny wins)", severity="warning")
 
 
 def check_cors(config: GatewayConfig) -> Iterator[Finding]:
@@ -219,7 +224,7 @@ def check_sources(config: GatewayConfig) -> Iterator[Finding]:
     seen: set[str] = set()
     for i, source in enumerate(config.sources):
         if source.name in seen:
-            yield Finding(f"/sources/{i}/name", "duplicate-source", f"a source named `{source.name}` is already declared",
+            yield Finding(f"/sources/{i}/name", "duplicate-source", f"a source named `{_shown(source.name)}` is already declared",
                           "give each source its own `name`")
         seen.add(source.name)
 

@@ -3,7 +3,9 @@
 The runtime never reads the raw YAML dict. Durations are seconds (float), sizes are bytes (int),
 lists are tuples, mappings are read-only. Defaults here are the defaults: the schema repeats them
 for editors and docs, and a test keeps the two equal. Values that are secrets by nature are
-``Secret``, whose ``repr`` shows only how the value was written (``${GITHUB_TOKEN}``).
+``Secret``, whose ``repr`` shows only how the value was written (``${GITHUB_TOKEN}``) even when it
+was written literally; any other string that came from ``${...}`` is ``Expanded``, whose ``repr``
+is the reference too.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ class Secret:
         return f"Secret({self.written_as!r})"
 
     __str__ = __repr__
+
+
+class Expanded(str):
+    """A plain string that came from ``${...}``: it is the value everywhere except ``repr``, which
+    shows the reference it was written as, so printing a model never prints what it expanded to."""
+
+    written_as: str
+
+    def __new__(cls, value: str, written_as: str) -> "Expanded":
+        self = super().__new__(cls, value)
+        self.written_as = written_as
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self.written_as)
 
 
 @dataclass(frozen=True, slots=True)

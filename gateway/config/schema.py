@@ -42,13 +42,26 @@ def _validator() -> Draft202012Validator:
 
 
 def schema_problems(doc: Document) -> list[Problem]:
-    """Every schema violation in ``doc``, except at values whose interpolation already failed."""
-    problems: list[Problem] = []
-    for error in _validator().iter_errors(doc.data):
-        if ptr.from_path(error.absolute_path) in doc.failed:
-            continue
-        problems.extend(_Translator(doc).translate(error))
-    return problems
+    """Every schema violation in ``doc``, except at values whose interpolation already failed.
+
+    An unquoted ``${PORT}`` is re-typed like YAML would type its result; where the schema wants a
+    string there (``env: {PORT: ${PORT}}``) the value goes back to being the string it expanded to.
+    """
+    errors = list(_validator().iter_errors(doc.data))
+    wanted_strings = [ptr.from_path(e.absolute_path) for e in errors
+                      if e.validator == "type" and "string" in _as_list(e.validator_value)]
+    reverted = [p for p in wanted_strings if p in doc.retyped]
+    for pointer in reverted:
+        doc.set(pointer, doc.retyped.pop(pointer))
+    if reverted:
+        errors = list(_validator().iter_errors(doc.data))
+    translator = _Translator(doc)
+    return [problem for error in errors if ptr.from_path(error.absolute_path) not in doc.failed
+            for problem in translator.translate(error)]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 class _Translator:
@@ -73,8 +86,7 @@ class _Translator:
 
     def _bad_name(self, here: str, error: ValidationError) -> Problem:
         name = error.instance
-        what = error.schema.get("description", f"must match {error.schema.get('pattern')}")
-        return self.doc.problem(ptr.join(here, name), "bad-name", f"invalid name `{name}`: {what}", key=True)
+        return self.doc.problem(ptr.join(here, name), "bad-name", f"`{name}` is not {_noun(error.schema)}", key=True)
 
     def _unknown_keys(self, here: str, error: ValidationError) -> Iterator[Problem]:
         known = list(error.schema.get("properties", {}))
@@ -92,10 +104,9 @@ class _Translator:
             names = " or ".join(f"`{b['required'][0]}`" for b in branches)
             count = "exactly one" if error.validator == "oneOf" else "one"
             return self.doc.problem(here, "missing-key", f"needs {count} of {names}")
-        description = error.schema.get("description", "")
-        if description.startswith(("A ", "An ")):
+        if _is_noun(error.schema):
             shown = self.doc.display(here, error.instance)
-            return self.doc.problem(here, "invalid-value", f"{shown} is not {description[0].lower()}{description[1:].rstrip('.')}")
+            return self.doc.problem(here, "invalid-value", f"{shown} is not {_noun(error.schema)}")
         deepest = best_match(error.context) if error.context else None
         return next(self.translate(deepest)) if deepest else self._value(here, error)
 
@@ -113,12 +124,14 @@ class _Translator:
                                     f"did you mean `{close[0]}`?" if close else None)
         if kind == "const":
             return self.doc.problem(here, "not-allowed", f"{shown} must be {json.dumps(expected)}")
-        if kind == "pattern" and description.startswith(("A ", "An ")):
-            return self.doc.problem(here, "invalid-value", f"{shown} is not {description[0].lower()}{description[1:].rstrip('.')}")
+        if kind in ("pattern", "maxLength", "minLength") and _is_noun(error.schema):
+            return self.doc.problem(here, "invalid-value", f"{shown} is not {_noun(error.schema)}")
         if kind == "pattern":
             return self.doc.problem(here, "invalid-value", f"{shown} does not match `{expected}`")
         return self.doc.problem(here, "invalid-value", f"{shown} {_LIMITS.get(kind, 'is not valid ({})').format(expected)}")
 
+
+_YAML11_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}
 
 _LIMITS = {
     "minimum": "must be at least {}", "maximum": "must be at most {}",
@@ -126,6 +139,17 @@ _LIMITS = {
     "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
     "uniqueItems": "has duplicate items",
 }
+
+
+def _is_noun(schema: dict[str, Any]) -> bool:
+    """Reusable value kinds (``$defs``) are described as "A duration: ...", so errors can say
+    "is not a duration: ..."."""
+    return schema.get("description", "").startswith(("A ", "An "))
+
+
+def _noun(schema: dict[str, Any]) -> str:
+    text = schema.get("description", "a valid value")
+    return text[0].lower() + text[1:].rstrip(".")
 
 
 def _type_name(expected: str | list[str]) -> str:
@@ -138,6 +162,8 @@ def _type_name(expected: str | list[str]) -> str:
 def _type_hint(value: Any, expected: str | list[str], description: str) -> str | None:
     if description.startswith("A duration") and isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"durations need a unit, like `{value}s`"
+    if expected == "boolean" and isinstance(value, str) and value.lower() in _YAML11_BOOLEANS:
+        return f"only `true` and `false` are booleans: `{value}` is a string since YAML 1.2"
     if expected in ("integer", "number", "boolean") and isinstance(value, str):
         return "write it without quotes"
     if expected == "string" and isinstance(value, (bool, int, float)):
