@@ -58,7 +58,7 @@ def _root(
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Config files to check, each on its own.", show_default=False,
-                                                metavar="FILE...")],
+                                                metavar="FILE")],
     output: Annotated[OutputFormat, typer.Option("--format", help="`json` for CI tooling.")] = OutputFormat.text,
 ) -> None:
     """Check config files exactly as `serve` would load them, reporting every problem.
