@@ -44,3 +44,25 @@ def test_ci_runs_the_test_command_that_readme_gives() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme
+
+
+def test_every_object_in_the_schema_refuses_unknown_keys() -> None:
+    """`additionalProperties: false` everywhere (maps of names constrain their values instead); only
+    the top level lets `x-` keys through, for YAML anchors."""
+    open_objects: list[str] = []
+
+    def visit(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(where)
+            for key, child in node.items():
+                if key not in ("if", "not"):  # conditions test values, they do not define shapes
+                    visit(child, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                visit(child, f"{where}/{i}")
+
+    schema = load_schema()
+    visit(schema, "#")
+    assert open_objects == []
+    assert list(schema["patternProperties"]) == ["^x-"]
