@@ -1,7 +1,7 @@
 """The ``mcpgw`` command. Thin on purpose: parse arguments, call the library, map outcomes to exit codes.
 
-Exit codes: 0 success · 1 invalid configuration (or a command that cannot run yet) · 2 usage error
-(bad arguments, a file that cannot be read).
+Exit codes: 0 success · 1 invalid configuration, or the gateway could not serve (a port in use) ·
+2 usage error (bad arguments, a file that cannot be read).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import anyio
 import typer
 
 from gateway import __version__
@@ -19,6 +20,9 @@ from gateway.config.loader import LoadResult, check_file
 from gateway.config.problems import Problem
 from gateway.config.schema import schema_text
 from gateway.errors import ConfigFileError
+from gateway.logs import configure_logging
+from gateway.serve import ServeOptions
+from gateway.serve import serve as run_gateway
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -130,19 +134,44 @@ def schema(
         typer.echo(schema_text(), nl=False)
 
 
+class Transport(str, Enum):
+    stdio = "stdio"
+    streamable_http = "streamable-http"
+
+
 @app.command()
 def serve(
     config: Annotated[Path, typer.Argument(help="The config file to serve.", show_default=False, metavar="CONFIG")],
+    transport: Annotated[Optional[Transport], typer.Option(help="How clients connect (overrides gateway.transport).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="HTTP: interface to bind (overrides gateway.http.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP: port, 0 for any free one (overrides gateway.http.port).")] = None,
+    stateless: Annotated[Optional[bool], typer.Option("--stateless", help="HTTP: serve without sessions.")] = None,
+    log_format: Annotated[Optional[OutputFormat], typer.Option("--log-format", help="Log as `text` or `json` (stderr).")] = None,
 ) -> None:
-    """NOT IMPLEMENTED YET: serving arrives with the proxy core. Today it only validates CONFIG and exits 1."""
-    report = _check(config)
-    _print_text(report)
-    if "error" in report:
-        raise typer.Exit(EXIT_USAGE)
-    if not report["valid"]:
+    """Serve the upstream servers of CONFIG to clients as one MCP server.
+
+    Over stdio by default (logs go to stderr), or Streamable HTTP with --transport streamable-http. Stops cleanly on SIGINT/SIGTERM, or when the stdio client closes stdin.
+    """
+    try:
+        loaded = check_file(config)
+    except ConfigFileError as exc:
+        typer.echo(f"mcpgw: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    for problem in loaded.problems:  # stderr: in stdio mode stdout is the MCP channel
+        typer.echo(problem.render(), err=True)
+    if loaded.config is None:
+        typer.echo(f"mcpgw: {config}: {_summary(loaded)}", err=True)
         raise typer.Exit(EXIT_INVALID)
-    typer.echo("mcpgw serve: not implemented yet (the configuration is valid)", err=True)
-    raise typer.Exit(EXIT_INVALID)
+    observability = loaded.config.observability
+    configure_logging(observability.log.level, log_format.value if log_format else observability.log.format)
+    options = ServeOptions(transport.value if transport else None, host, port, stateless)
+    try:
+        anyio.run(run_gateway, loaded.config, options)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        typer.echo(f"mcpgw: cannot serve: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from exc
 
 
 def main() -> None:

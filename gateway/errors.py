@@ -8,11 +8,15 @@
     │   │                           a usage error: `mcpgw validate` exits 2
     │   └── ConfigInvalid           the file was read but has problems; carries every Problem found;
     │                               `mcpgw validate` exits 1
-    └── NotImplementedYet           a command whose behaviour a later release brings
+    └── UpstreamError               one upstream server failed a request; names the server
+        ├── UpstreamUnavailable     not connected (never started, crashed, connection lost)
+        └── UpstreamTimeout         did not answer within its timeout
 
 Foreign exceptions (``OSError``, ``yaml.YAMLError``, ``jsonschema`` errors) never escape the config
 package: they are translated where they happen into Problems or into these classes, chained with
-``raise ... from``, and their messages never carry secret values.
+``raise ... from``, and their messages never carry secret values. Transport failures of an upstream
+(``OSError``, ``httpx2`` errors, closed streams, the SDK's ``CONNECTION_CLOSED``) are translated in
+one place, ``Upstream.request``; JSON-RPC errors the upstream itself answered pass through as they are.
 """
 
 from __future__ import annotations
@@ -51,5 +55,17 @@ class ConfigInvalid(ConfigError):
         self.problems = problems
 
 
-class NotImplementedYet(GatewayError):
-    """A command exists in the CLI but its behaviour arrives in a later release."""
+class UpstreamError(GatewayError):
+    """An upstream server could not serve a request; the message names the server."""
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream is not connected: it never started, crashed, or its connection was lost."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within its configured timeout (the request is cancelled)."""

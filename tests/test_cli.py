@@ -130,7 +130,17 @@ x-loop: &loop [*loop]
 """
 
 
+# serve runs for real: its one upstream is the bundled demo server, a local process (no network).
+SERVE = f"""\
+version: 1
+servers:
+  demo:
+    command: {json.dumps(sys.executable)}
+    args: [-m, gateway.demo]
+"""
+
 FILES = {
+    "serve.yaml": SERVE,
     "recursive-alias.yaml": RECURSIVE_ALIAS,
     "valid.yaml": VALID,
     "invalid.yaml": INVALID,
@@ -166,7 +176,7 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
        for fmt in ("text", "json")},
     "recursive-alias": (("validate", "recursive-alias.yaml"), {}),
     "schema": (("schema",), {}),
-    "serve-valid": (("serve", "valid.yaml"), {}),
+    "serve-valid": (("serve", "serve.yaml"), {}),
     "serve-invalid": (("serve", "invalid.yaml"), {}),
     "serve-missing": (("serve", "missing.yaml"), {}),
     "serve-help": (("serve", "--help"), {}),
@@ -176,7 +186,7 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 def mcpgw(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**BASE_ENV, **(env or {}), "PATH": os.environ.get("PATH", os.defpath)}
     return subprocess.run([str(MCPGW), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          encoding="utf-8", timeout=TIMEOUT)
+                          encoding="utf-8", timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -375,17 +385,18 @@ def test_packaged_schema_is_the_repository_schema() -> None:
 # serve ---------------------------------------------------------------------------------------------
 
 
-def test_serve_valid_config_is_not_implemented_yet(cli: Cli) -> None:
+def test_serve_stops_cleanly_when_the_stdio_client_closes_stdin(cli: Cli) -> None:
     result = cli("serve-valid")
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stderr
+    assert result.returncode == 0
+    assert result.stdout == "", "stdout is the MCP channel: nothing but protocol may reach it"
+    assert "client closed stdin" in result.stderr
 
 
-def test_serve_invalid_config_reports_problems(cli: Cli) -> None:
+def test_serve_invalid_config_reports_problems_on_stderr_and_does_not_start(cli: Cli) -> None:
     result = cli("serve-invalid")
     assert result.returncode == 1
-    assert "invalid.yaml:5:14: /servers/time/timeout:" in result.stdout
-    assert "not implemented yet" not in result.stderr
+    assert result.stdout == ""
+    assert "invalid.yaml:5:14: /servers/time/timeout:" in result.stderr
 
 
 def test_serve_missing_config_is_a_usage_error(cli: Cli) -> None:
@@ -394,8 +405,7 @@ def test_serve_missing_config_is_a_usage_error(cli: Cli) -> None:
     assert result.stderr == "mcpgw: missing.yaml: no such file\n"
 
 
-def test_serve_help_says_not_implemented_yet(cli: Cli) -> None:
+def test_serve_help_names_the_transports(cli: Cli) -> None:
     result = cli("serve-help")
     assert result.returncode == 0
-    assert "NOT IMPLEMENTED YET" in result.stdout
-
+    assert "--transport" in result.stdout and "streamable-http" in result.stdout

@@ -1,0 +1,97 @@
+"""Opening the byte streams to an upstream, one function per transport, all through the SDK.
+
+Each opener is an async context manager yielding the SDK's (read, write) stream pair; leaving it
+closes the connection (for stdio: the SDK stops the child's whole process group). A stdio child's
+stderr is not inherited: it is read line by line into our log under the server's name and kept as
+a short tail for diagnosis, so a chatty or flooding server cannot reach the gateway's own stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Any
+
+import httpx2
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from gateway.config.model import ServerConfig
+
+log = logging.getLogger("mcpgw.upstream")
+
+STDERR_LINE_LIMIT = 4096  # bytes of one stderr line kept; the rest of an over-long line is dropped
+STDERR_TAIL_LINES = 50
+
+
+class StderrTail:
+    """The last lines a stdio server wrote to stderr (bounded, for status pages and errors)."""
+
+    def __init__(self, size: int = STDERR_TAIL_LINES) -> None:
+        self.lines: deque[str] = deque(maxlen=size)
+
+    def last(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+
+@asynccontextmanager
+async def open_streams(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[Any, Any]]:
+    """The (read, write) streams of a new connection to ``server``."""
+    if server.transport == "stdio":
+        async with _stdio(server, tail) as streams:
+            yield streams
+    elif server.transport == "sse":
+        async with sse_client(server.url or "", headers=_headers(server), timeout=server.connect_timeout,
+                              sse_read_timeout=max(server.timeout, 300.0)) as streams:
+            yield streams
+    else:
+        timeout = httpx2.Timeout(server.connect_timeout, read=max(server.timeout, 300.0))
+        async with create_mcp_http_client(headers=_headers(server), timeout=timeout) as http:
+            async with streamable_http_client(server.url or "", http_client=http) as streams:
+                yield streams[0], streams[1]
+
+
+def _headers(server: ServerConfig) -> dict[str, str]:
+    headers = {name: value.reveal() for name, value in server.headers.items()}
+    if server.auth is not None and server.auth.type == "bearer" and server.auth.token is not None:
+        headers["Authorization"] = f"Bearer {server.auth.token.reveal()}"
+    return headers
+
+
+@asynccontextmanager
+async def _stdio(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[Any, Any]]:
+    params = StdioServerParameters(
+        command=server.command or "",
+        args=list(server.args),
+        env={name: value.reveal() for name, value in server.env.items()} or None,
+        cwd=server.cwd,
+    )
+    read_fd, write_fd = os.pipe()
+    errlog = os.fdopen(write_fd, "w")
+    reader = threading.Thread(target=_pump_stderr, args=(read_fd, server.name, tail),
+                              name=f"stderr-{server.name}", daemon=True)
+    reader.start()
+    try:
+        async with stdio_client(params, errlog=errlog) as streams:
+            errlog.close()  # the child holds its own copy: EOF reaches the reader when the child exits
+            yield streams
+    finally:
+        if not errlog.closed:
+            errlog.close()
+
+
+def _pump_stderr(fd: int, server: str, tail: StderrTail) -> None:
+    """Thread body: log each stderr line of one child, until EOF."""
+    with os.fdopen(fd, "rb") as pipe:
+        while chunk := pipe.readline(STDERR_LINE_LIMIT):
+            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
+            if not chunk.endswith(b"\n"):
+                while (rest := pipe.readline(STDERR_LINE_LIMIT)) and not rest.endswith(b"\n"):
+                    pass  # drop the remainder of an over-long line
+            tail.lines.append(line)
+            log.info("%s", line, extra={"server": server, "stream": "stderr"})

@@ -1,0 +1,268 @@
+"""One upstream MCP server, supervised: connected, listed, reconnected with backoff, and used.
+
+The connection lives in the supervisor task (``run``), because the SDK's client must be entered
+and left in one task; request handlers in other tasks share that one session (JSON-RPC lets many
+requests be in flight on it). A lost connection is noticed three ways: the transport's read side
+ending (a watched stream), a request failing with a transport error, or a health ping failing;
+any of them wakes the supervisor, which reconnects with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND
+
+from gateway import __version__
+from gateway.config.model import ServerConfig
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.routing import Catalog
+from gateway.upstreams.transports import StderrTail, open_streams
+
+log = logging.getLogger("mcpgw.upstream")
+
+T = TypeVar("T")
+MAX_LIST_PAGES = 100  # a paginator that never ends cannot hang a listing
+_CLIENT_INFO = types.Implementation(name="mcpgw", version=__version__)
+_TRANSPORT_ERRORS = (OSError, httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError,
+                     anyio.EndOfStream)
+
+
+class State(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class Status:
+    """What operators and error messages need to know about an upstream right now."""
+
+    state: State = State.STARTING
+    last_error: str | None = None
+    connects: int = 0
+    protocol_version: str | None = None
+
+
+class Upstream:
+    """A supervised connection to one upstream server and the last catalog it listed."""
+
+    def __init__(self, config: ServerConfig, on_change: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.name = config.name
+        self.catalog: Catalog | None = None
+        self.status = Status()
+        self.stderr = StderrTail()
+        self.first_attempt = anyio.Event()
+        self._client: Client | None = None
+        self._lost = anyio.Event()
+        self._on_change = on_change
+
+    # -- supervision -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve until the connection is lost, reconnect with backoff; until cancelled."""
+        failures = 0
+        try:
+            while True:
+                connected = await self._connect_once()
+                failures = 0 if connected else failures + 1
+                self.first_attempt.set()
+                await anyio.sleep(self._backoff(failures))
+        finally:
+            self.status.state = State.STOPPED
+
+    async def _connect_once(self) -> bool:
+        self._lost = anyio.Event()
+        try:
+            async with self._session() as client:
+                with anyio.fail_after(self.config.connect_timeout):
+                    catalog = await list_catalog(client)
+                self._publish(client, catalog)
+                self.first_attempt.set()
+                async with anyio.create_task_group() as tg:
+                    if self.config.health_check.enabled:
+                        tg.start_soon(self._ping_loop, client)
+                    await self._lost.wait()
+                    tg.cancel_scope.cancel()
+                self._down("connection lost" + (f"; stderr: {self.stderr.last()}" if self.stderr.last() else ""))
+                return True
+        except Exception as exc:  # noqa: BLE001 - any failure of one upstream must stay with it
+            self._down(describe_failure(exc, self.stderr))
+            return False
+        finally:
+            self._client = None
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[Client]:
+        """A connected, initialized client; only getting there is bounded by ``connect_timeout``."""
+        connected = False
+        with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
+            async with _watched(open_streams(self.config, self.stderr), self._lost) as streams, \
+                    Client(_Streams(streams), mode="auto", cache=None, client_info=_CLIENT_INFO) as client:
+                scope.deadline = math.inf
+                connected = True
+                yield client
+        if not connected:
+            raise TimeoutError(f"timed out after {self.config.connect_timeout:g}s while connecting")
+
+    def _publish(self, client: Client, catalog: Catalog) -> None:
+        self._client = client
+        self.catalog = catalog
+        self.status.state = State.READY
+        self.status.connects += 1
+        self.status.protocol_version = client.protocol_version
+        self.status.last_error = None
+        log.info("connected (%s): %d tools, %d prompts, %d resources, %d templates", client.protocol_version,
+                 len(catalog.tools), len(catalog.prompts), len(catalog.resources), len(catalog.resource_templates),
+                 extra={"server": self.name})
+        self._on_change()
+
+    def _down(self, reason: str) -> None:
+        self._client = None
+        self.status.state = State.DOWN
+        self.status.last_error = reason
+        log.warning("unavailable: %s", reason, extra={"server": self.name})
+
+    async def _ping_loop(self, client: Client) -> None:
+        policy = self.config.health_check
+        while True:
+            await anyio.sleep(policy.interval)
+            try:
+                with anyio.fail_after(policy.timeout):
+                    await client.session.send_ping()
+            except MCPError as exc:
+                if exc.code == METHOD_NOT_FOUND:
+                    continue  # 2026-07-28 servers have no ping; an answer is still an answer
+                self._lost.set()
+            except (TimeoutError, *_TRANSPORT_ERRORS):
+                self._lost.set()
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential backoff with full jitter, capped by ``retry.max_backoff``."""
+        retry = self.config.retry
+        ceiling = min(retry.max_backoff, retry.backoff * (2 ** max(failures - 1, 0)))
+        return retry.backoff if failures == 0 else random.uniform(retry.backoff, max(ceiling, retry.backoff))
+
+    # -- use ------------------------------------------------------------------------------------
+
+    async def request(self, operation: Callable[[Client], Awaitable[T]], timeout: float) -> T:
+        """Run ``operation`` on the live session; transport failures become UpstreamErrors."""
+        client = self._client
+        if client is None:
+            raise UpstreamUnavailable(self.name, self.unavailable_reason())
+        try:
+            with anyio.fail_after(timeout):
+                return await operation(client)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(self.name, f"server '{self.name}' did not answer within {timeout:g}s") from exc
+        except MCPError as exc:
+            if exc.code != CONNECTION_CLOSED:
+                raise
+            self._lost.set()
+            raise UpstreamUnavailable(self.name, f"server '{self.name}' closed the connection during the request"
+                                      + self._stderr_note()) from exc
+        except _TRANSPORT_ERRORS as exc:
+            self._lost.set()
+            raise UpstreamUnavailable(self.name, f"server '{self.name}' failed: {type(exc).__name__}") from exc
+
+    def unavailable_reason(self) -> str:
+        why = self.status.last_error or ("still starting" if self.status.state is State.STARTING else "not connected")
+        return f"server '{self.name}' is unavailable: {why}"
+
+    def _stderr_note(self) -> str:
+        last = self.stderr.last()
+        return f" (last stderr line: {last})" if last else ""
+
+
+class _Streams:
+    """A Transport (async context manager of two streams) around streams that are already open."""
+
+    def __init__(self, streams: tuple[Any, Any]) -> None:
+        self.streams = streams
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        return self.streams
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@asynccontextmanager
+async def _watched(opener: Any, lost: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
+    """The transport's streams, with the read side relayed so its end (EOF) sets ``lost``."""
+    async with opener as (read, write):
+        send, receive = anyio.create_memory_object_stream[Any](0)
+
+        async def relay() -> None:
+            try:
+                async with send:
+                    async for item in read:
+                        await send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            finally:
+                lost.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay)
+            try:
+                yield receive, write
+            finally:
+                tg.cancel_scope.cancel()
+
+
+async def list_catalog(client: Client) -> Catalog:
+    """Everything the upstream offers, following pagination, skipping what it does not support."""
+    caps = client.server_capabilities
+    session = client.session
+
+    async def pages(fetch: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]], field: str) -> tuple:
+        items: list[Any] = []
+        cursor: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            result = await fetch(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+            items.extend(getattr(result, field))
+            cursor = result.next_cursor
+            if not cursor:
+                break
+        return tuple(items)
+
+    return Catalog(
+        tools=await pages(lambda p: session.list_tools(params=p), "tools") if caps.tools else (),
+        prompts=await pages(lambda p: session.list_prompts(params=p), "prompts") if caps.prompts else (),
+        resources=await pages(lambda p: session.list_resources(params=p), "resources") if caps.resources else (),
+        resource_templates=(await pages(lambda p: session.list_resource_templates(params=p), "resource_templates")
+                            if caps.resources else ()),
+    )
+
+
+def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
+    """One line saying why connecting failed, for logs, status and client errors (no secrets:
+    exception texts of the SDK and httpx name URLs and commands, not headers or env values)."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return describe_failure(exc.exceptions[0], stderr)
+    if isinstance(exc, TimeoutError):
+        text = "timed out while connecting"
+    elif isinstance(exc, FileNotFoundError):
+        text = f"command not found: {exc.filename or exc}"
+    elif isinstance(exc, MCPError):
+        text = f"{exc.message} (code {exc.code})"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    last = stderr.last()
+    return text + (f"; stderr: {last}" if last else "")
+
+
