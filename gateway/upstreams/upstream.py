@@ -68,6 +68,8 @@ class Upstream:
         self.first_attempt = anyio.Event()
         self._client: Client | None = None
         self._lost = anyio.Event()
+        self._restarting = False  # a connection that worked was lost and is being re-established
+        self._attempt_done = anyio.Event()  # set when the current connection attempt ends either way
         self._on_change = on_change
 
     # -- supervision -------------------------------------------------------------------------
@@ -80,6 +82,10 @@ class Upstream:
                 connected = await self._connect_once()
                 failures = 0 if connected else failures + 1
                 self.first_attempt.set()
+                if not connected:  # requests waiting for this restart fail now; new ones fail fast
+                    self._restarting = False
+                    self._attempt_done.set()
+                    self._attempt_done = anyio.Event()
                 await anyio.sleep(self._backoff(failures))
         finally:
             self.status.state = State.STOPPED
@@ -110,7 +116,7 @@ class Upstream:
         """A connected, initialized client; only getting there is bounded by ``connect_timeout``."""
         connected = False
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
-            async with _watched(open_streams(self.config, self.stderr), self._lost) as streams, \
+            async with _watched(open_streams(self.config, self.stderr), self._connection_lost) as streams, \
                     Client(_Streams(streams), mode="auto", cache=None, client_info=_CLIENT_INFO) as client:
                 scope.deadline = math.inf
                 connected = True
@@ -125,10 +131,20 @@ class Upstream:
         self.status.connects += 1
         self.status.protocol_version = client.protocol_version
         self.status.last_error = None
+        self._restarting = False
+        self._attempt_done.set()
         log.info("connected (%s): %d tools, %d prompts, %d resources, %d templates", client.protocol_version,
                  len(catalog.tools), len(catalog.prompts), len(catalog.resources), len(catalog.resource_templates),
                  extra={"server": self.name})
         self._on_change()
+
+    def _connection_lost(self) -> None:
+        """Stop handing out the session at once and wake the supervisor to restart it."""
+        if self._client is not None:
+            self._client = None
+            self._restarting = True
+            self._attempt_done = anyio.Event()
+        self._lost.set()
 
     def _down(self, reason: str) -> None:
         self._client = None
@@ -146,9 +162,9 @@ class Upstream:
             except MCPError as exc:
                 if exc.code == METHOD_NOT_FOUND:
                     continue  # 2026-07-28 servers have no ping; an answer is still an answer
-                self._lost.set()
+                self._connection_lost()
             except (TimeoutError, *_TRANSPORT_ERRORS):
-                self._lost.set()
+                self._connection_lost()
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter, capped by ``retry.max_backoff``."""
@@ -159,23 +175,30 @@ class Upstream:
     # -- use ------------------------------------------------------------------------------------
 
     async def request(self, operation: Callable[[Client], Awaitable[T]], timeout: float) -> T:
-        """Run ``operation`` on the live session; transport failures become UpstreamErrors."""
-        client = self._client
-        if client is None:
-            raise UpstreamUnavailable(self.name, self.unavailable_reason())
+        """Run ``operation`` on the live session; transport failures become UpstreamErrors.
+
+        A request that arrives while a lost connection is being restarted waits for that attempt
+        (within its own timeout) instead of failing: the restart is usually quick, and the client
+        should not see a crash that the gateway has already repaired.
+        """
         try:
             with anyio.fail_after(timeout):
+                if self._client is None and self._restarting:
+                    await self._attempt_done.wait()
+                client = self._client
+                if client is None:
+                    raise UpstreamUnavailable(self.name, self.unavailable_reason())
                 return await operation(client)
         except TimeoutError as exc:
             raise UpstreamTimeout(self.name, f"server '{self.name}' did not answer within {timeout:g}s") from exc
         except MCPError as exc:
             if exc.code != CONNECTION_CLOSED:
                 raise
-            self._lost.set()
+            self._connection_lost()
             raise UpstreamUnavailable(self.name, f"server '{self.name}' closed the connection during the request"
                                       + self._stderr_note()) from exc
         except _TRANSPORT_ERRORS as exc:
-            self._lost.set()
+            self._connection_lost()
             raise UpstreamUnavailable(self.name, f"server '{self.name}' failed: {type(exc).__name__}") from exc
 
     def unavailable_reason(self) -> str:
@@ -201,8 +224,8 @@ class _Streams:
 
 
 @asynccontextmanager
-async def _watched(opener: Any, lost: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
-    """The transport's streams, with the read side relayed so its end (EOF) sets ``lost``."""
+async def _watched(opener: Any, on_eof: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    """The transport's streams, with the read side relayed so that its end (EOF) calls ``on_eof``."""
     async with opener as (read, write):
         send, receive = anyio.create_memory_object_stream[Any](0)
 
@@ -214,7 +237,7 @@ async def _watched(opener: Any, lost: anyio.Event) -> AsyncIterator[tuple[Any, A
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
             finally:
-                lost.set()
+                on_eof()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay)
