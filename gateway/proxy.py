@@ -114,7 +114,8 @@ class _Handlers:
         upstream = self.gateway.pool.get(route.server)
         if upstream is None:
             raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
-        return await upstream.request(operation, timeout)
+        with self.gateway.tracked():
+            return await upstream.request(operation, timeout)
 
     async def _forward_or_raise(self, route: Route, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:

@@ -8,6 +8,10 @@ the start of a request sees one consistent view until it answers.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+import anyio
 
 from gateway.config.model import GatewayConfig
 from gateway.routing import Collision, RoutingTable, build_routing_table
@@ -24,6 +28,9 @@ class Gateway:
         self.pool = UpstreamPool(config.servers.values(), on_change=self.rebuild)
         self.tables: dict[str, RoutingTable] = {}
         self._reported: set[Collision] = set()
+        self._inflight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
         self.rebuild()
 
     def endpoints(self) -> list[str]:
@@ -31,6 +38,27 @@ class Gateway:
 
     def table(self, endpoint: str) -> RoutingTable:
         return self.tables[endpoint]
+
+    @contextmanager
+    def tracked(self) -> Iterator[None]:
+        """Count a request forwarded upstream, so shutdown can wait for the ones in flight."""
+        if self._inflight == 0:
+            self._idle = anyio.Event()
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no forwarded request is in flight, at most ``timeout``; True if drained."""
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+        if self._inflight:
+            log.warning("%d request(s) still in flight after %gs; cancelling them", self._inflight, timeout)
+        return self._inflight == 0
 
     def rebuild(self) -> None:
         """Build every endpoint's table from the current catalogs and swap them in at once."""

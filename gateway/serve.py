@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import uvicorn
 from mcp.server.stdio import stdio_server
 
@@ -21,6 +26,7 @@ from gateway.proxy import build_server
 from gateway.runtime import Gateway
 
 log = logging.getLogger("mcpgw")
+FLUSH_TIMEOUT = 5.0  # after draining, how long answers may take to reach stdout before we stop anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +48,66 @@ async def serve(config: GatewayConfig, options: ServeOptions) -> None:
         ready, total = gateway.pool.counts()
         log.info("%d of %d servers ready", ready, total)
         if transport == "stdio":
-            tg.start_soon(_stop_on_signal, tg.cancel_scope.cancel)
-            await _serve_stdio(gateway)
+            stdin = _StdinLines()
+
+            async def graceful() -> None:
+                await gateway.drain(config.gateway.drain_timeout)
+                stdin.close()  # EOF: the server loop ends once it has written every answer it has
+                await anyio.sleep(FLUSH_TIMEOUT)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(_on_signals, graceful, tg.cancel_scope.cancel)
+            await _serve_stdio(gateway, stdin)
         else:
             await _serve_http(gateway, options, tg)
         tg.cancel_scope.cancel()
 
 
-async def _serve_stdio(gateway: Gateway) -> None:
+async def _serve_stdio(gateway: Gateway, stdin: "_StdinLines") -> None:
     server = build_server(gateway)
-    async with stdio_server() as (read, write):
+    async with stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
         await server.run(read, write, server.create_initialization_options())
-    log.info("client closed stdin; stopping")
+    log.info("input closed; stopping")
+
+
+class _StdinLines:
+    """stdin as async lines, read by a daemon thread of our own.
+
+    The SDK's default reader uses a worker thread that a cancelled task waits for (and that the
+    interpreter joins at exit), and a thread blocked in ``read()`` cannot be interrupted: a gateway
+    told to stop while its client keeps stdin open would never exit. A daemon thread is simply
+    left behind.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[str](16)
+
+    def close(self) -> None:
+        """End the input now, as if the client had closed stdin."""
+        self._send.close()
+
+    def __aiter__(self) -> Any:
+        token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._pump, args=(token,), name="stdin", daemon=True).start()
+        return self._receive
+
+    def _pump(self, token: Any) -> None:
+        """Raw reads of a duplicate of fd 0: no lock shared with ``sys.stdin``, which the interpreter
+        still finalizes at exit while this thread may be blocked in ``read()``."""
+        fd = os.dup(sys.stdin.fileno())
+        pending = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    anyio.from_thread.run(self._send.send, line.decode("utf-8", "replace") + "\n", token=token)
+            if pending:
+                anyio.from_thread.run(self._send.send, pending.decode("utf-8", "replace"), token=token)
+            anyio.from_thread.run_sync(self._send.close, token=token)
+        except (RuntimeError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the gateway is stopping: nobody is reading any more
+        finally:
+            os.close(fd)
 
 
 async def _serve_http(gateway: Gateway, options: ServeOptions, tg: anyio.abc.TaskGroup) -> None:
@@ -67,7 +121,10 @@ async def _serve_http(gateway: Gateway, options: ServeOptions, tg: anyio.abc.Tas
                                      timeout_graceful_shutdown=max(1, int(gateway.config.gateway.drain_timeout))))
     bound = sock.getsockname()[1]
     log.info("listening on http://%s:%d%s%s", host, bound, http.path, " (stateless)" if stateless else "")
-    tg.start_soon(_stop_on_signal, lambda: setattr(server, "should_exit", True))
+    async def stop() -> None:
+        server.should_exit = True  # uvicorn stops accepting and lets open requests finish (bounded)
+
+    tg.start_soon(_on_signals, stop, tg.cancel_scope.cancel)
     await server.serve(sockets=[sock])
 
 
@@ -89,9 +146,17 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def _stop_on_signal(stop: object) -> None:
+async def _on_signals(graceful: Callable[[], Awaitable[None]], force: Callable[[], None]) -> None:
+    """First SIGINT/SIGTERM: stop gracefully. A second one: stop now (upstreams are still reaped)."""
+    stopping = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s; shutting down", signal.Signals(signum).name)
-            stop()  # type: ignore[operator]
-            return
+        async with anyio.create_task_group() as tg:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping:
+                    log.warning("received %s again; stopping now", name)
+                    force()
+                    return
+                stopping = True
+                log.info("received %s; shutting down (send it again to stop at once)", name)
+                tg.start_soon(graceful)

@@ -389,7 +389,7 @@ def test_serve_stops_cleanly_when_the_stdio_client_closes_stdin(cli: Cli) -> Non
     result = cli("serve-valid")
     assert result.returncode == 0
     assert result.stdout == "", "stdout is the MCP channel: nothing but protocol may reach it"
-    assert "client closed stdin" in result.stderr
+    assert "input closed; stopping" in result.stderr
 
 
 def test_serve_invalid_config_reports_problems_on_stderr_and_does_not_start(cli: Cli) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from gateway_harness import gateway_http, gateway_stdio, process_alive, stop, write_config
+from gateway_harness import MCPGW, gateway_http, gateway_stdio, process_alive, stop, write_config
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from upstreams import fixture_args, http_upstream
 
@@ -240,3 +241,81 @@ async def test_a_remote_upstream_that_dies_mid_call_fails_only_that_call(tmp_pat
                 assert text(await client.call_tool("alpha__whoami", {})) == "alpha"
                 gone = await client.call_tool("remote__whoami", {})
                 assert gone.is_error and "server 'remote'" in text(gone)
+
+
+async def test_a_hanging_call_times_out_with_a_clear_error_and_the_server_stays_usable(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha", tools={"timeouts": {"slow": "500ms"}})}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(path) as client:
+            hung = await client.call_tool("alpha__slow", {"seconds": 30})
+            assert hung.is_error and "server 'alpha' did not answer within 0.5s" in text(hung)
+            assert text(await client.call_tool("alpha__whoami", {})) == "alpha"
+
+
+async def test_an_upstream_that_speaks_garbage_is_unavailable_with_the_reason(tmp_path: Path) -> None:
+    garbage = {"command": sys.executable, "connect_timeout": "2s",
+               "args": ["-c", "import sys, time; print('this is not JSON-RPC', flush=True); "
+                              "print('bad things happened', file=sys.stderr, flush=True); time.sleep(60)"]}
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha"), "liar": garbage}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(path) as client:
+            result = await client.call_tool("liar__anything", {})
+            assert result.is_error and "server 'liar' is unavailable" in text(result)
+            assert "bad things happened" in text(result)  # the last stderr line says why
+            assert text(await client.call_tool("alpha__whoami", {})) == "alpha"
+
+
+async def test_sigterm_lets_an_http_call_in_flight_finish(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw:
+            # terminate_on_close=False: the gateway is gone when the client leaves, nothing to DELETE
+            async with Client(streamable_http_client(gw.url, terminate_on_close=False)) as client:
+                await client.list_tools()  # the SDK client lists before validating a result; not after SIGTERM
+                answers: list[str] = []
+
+                async def call() -> None:
+                    answers.append(text(await client.call_tool("alpha__slow", {"seconds": 1.5})))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    await _until_logged(gw, "STARTED slow", client)
+                    gw.process.terminate()
+            assert answers == ["done"]
+            assert await gw.process.wait() == 0  # it stops by itself once the client has gone
+
+
+async def _until_logged(gw: Any, line: str, client: Client) -> None:
+    """Wait (bounded by the caller) until the upstream has started the call: its stderr reaches our log."""
+    while line not in gw.stderr():
+        await anyio.sleep(0.02)
+
+
+async def test_sigterm_over_stdio_drains_the_call_in_flight_then_stops(tmp_path: Path) -> None:
+    """The test is the stdio client itself here (JSON-RPC lines), because it must signal the gateway."""
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}))
+    stderr_path = tmp_path / "stderr.log"
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"seconds": 1}}},
+    ]
+    with anyio.fail_after(WAIT), stderr_path.open("wb") as stderr:
+        process = await anyio.open_process([MCPGW, "serve", str(path)], stderr=stderr, cwd=str(tmp_path))
+        assert process.stdin and process.stdout
+        await process.stdin.send("".join(json.dumps(m) + "\n" for m in messages).encode())
+        while "STARTED slow" not in stderr_path.read_text():
+            await anyio.sleep(0.02)  # polling the log, bounded by fail_after
+        process.terminate()
+        replies = [json.loads(line) for line in (await _read_all(process.stdout)).splitlines() if line.strip()]
+        assert await process.wait() == 0
+    call = next(r for r in replies if r.get("id") == 2)
+    assert call["result"]["content"][0]["text"] == "done"
+
+
+async def _read_all(stream: Any) -> str:
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+    return b"".join(chunks).decode()

@@ -213,6 +213,15 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
             yield Finding(f"{base}/deny/{i}", "allow-deny", f"`{_shown(pattern)}` is both allowed and denied (deny wins)", severity="warning")
 
 
+def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
+    """Settings the contract has but this version does not act on yet: say so instead of ignoring them."""
+    for name, server in config.servers.items():
+        if server.session == "per_client":
+            yield Finding(f"/servers/{name}/session", "not-supported-yet",
+                          "per-client upstream sessions are not supported yet: one session is shared by all clients",
+                          severity="warning")
+
+
 def check_cors(config: GatewayConfig) -> Iterator[Finding]:
     cors = config.cors
     if cors and cors.allow_credentials and "*" in cors.allow_origins:
@@ -232,6 +241,7 @@ def check_sources(config: GatewayConfig) -> Iterator[Finding]:
 CHECKS: tuple[Check, ...] = (
     check_prefixes, check_transport_keys, check_urls, check_headers, check_namespaces, check_auth,
     check_literal_secrets, check_rate_limits, check_server_policies, check_cors, check_sources,
+    check_not_yet_supported,
 )
 
 
