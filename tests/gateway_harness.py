@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 from mcp import Client, StdioServerParameters
+from upstreams import stop_process
 
 MCPGW = str(Path(sys.executable).with_name("mcpgw"))
 STARTUP_TIMEOUT = 30.0
@@ -90,16 +90,9 @@ async def _listening_url(process: Process, stderr_path: Path) -> str:
             await anyio.sleep(0.05)
 
 
-async def stop(process: Process, sig: int = signal.SIGTERM) -> int:
-    """Signal the gateway and wait (bounded) for it to exit; kill it if it does not."""
-    if process.returncode is None:
-        process.send_signal(sig)
-        with anyio.move_on_after(STOP_TIMEOUT):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode  # type: ignore[return-value]
+async def stop(process: Process) -> int:
+    """SIGTERM the gateway and wait (bounded) for it to exit; kill it if it does not."""
+    return await stop_process(process, STOP_TIMEOUT)
 
 
 def process_alive(pid: int) -> bool:

@@ -104,7 +104,7 @@ async def running_upstream(
             yield RunningUpstream(url=url, process=process, stderr_path=stderr_path)
         finally:
             with anyio.CancelScope(shield=True):
-                await _stop(process)
+                await stop_process(process)
 
 
 @asynccontextmanager
@@ -141,14 +141,14 @@ async def _read_listening_line(process: Process, stderr_path: Path, timeout: flo
     return line.removeprefix("LISTENING ")
 
 
-async def _stop(process: Process) -> None:
-    """SIGTERM, wait a bounded time, then SIGKILL; close the pipes either way."""
+async def stop_process(process: Process, timeout: float = TERMINATE_TIMEOUT) -> int:
+    """SIGTERM, wait a bounded time, then SIGKILL; close the pipes either way; the exit code."""
     if process.returncode is None:
         try:
             process.terminate()
         except ProcessLookupError:
             pass
-        with anyio.move_on_after(TERMINATE_TIMEOUT):
+        with anyio.move_on_after(timeout):
             await process.wait()
         if process.returncode is None:
             try:
@@ -156,6 +156,7 @@ async def _stop(process: Process) -> None:
             except ProcessLookupError:
                 pass
     await process.aclose()  # closes the pipes and waits for the (now dying) process
+    return process.returncode  # type: ignore[return-value]
 
 
 async def wait_for_event(path: str | Path, line: str, timeout: float = 10.0, poll: float = 0.02) -> None:
