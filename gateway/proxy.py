@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
 
 from gateway import __version__
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -115,7 +115,7 @@ class _Handlers:
         if upstream is None:
             raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
         with self.gateway.tracked():
-            return await upstream.request(operation, timeout)
+            return _unstamped(await upstream.request(operation, timeout))
 
     async def _forward_or_raise(self, route: Route, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -131,6 +131,16 @@ class _Handlers:
             if fnmatchcase(route.upstream_name, pattern):
                 return seconds
         return server.timeout
+
+
+def _unstamped(result: T) -> T:
+    """The result without the upstream's ``serverInfo`` stamp in ``_meta``: clients are answered by
+    the gateway, which stamps its own where the protocol version asks for one."""
+    meta = getattr(result, "meta", None)
+    if not meta or SERVER_INFO_META_KEY not in meta:
+        return result
+    rest = {key: value for key, value in meta.items() if key != SERVER_INFO_META_KEY}
+    return result.model_copy(update={"meta": rest or None})  # type: ignore[attr-defined]
 
 
 def _tool_error(message: str) -> types.CallToolResult:

@@ -319,3 +319,69 @@ async def _read_all(stream: Any) -> str:
     async for chunk in stream:
         chunks.append(chunk)
     return b"".join(chunks).decode()
+
+
+async def test_configured_headers_and_bearer_auth_reach_an_http_upstream(tmp_path: Path) -> None:
+    with anyio.fail_after(WAIT):
+        async with http_upstream("remote", transport="http") as url:
+            path = write_config(tmp_path, config({"remote": {
+                "url": url, "headers": {"X-Team": "blue"}, "auth": {"type": "bearer", "token": "tok-123"}}}))
+            async with gateway_stdio(path) as client:
+                assert text(await client.call_tool("remote__header", {"name": "x-team"})) == "blue"
+                assert text(await client.call_tool("remote__header", {"name": "authorization"})) == "Bearer tok-123"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_results_carry_the_gateways_identity_not_the_upstreams(tmp_path: Path, mode: str) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}, gateway={"name": "acme"}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(path, mode=mode) as client:
+            result = await client.call_tool("alpha__whoami", {})
+    stamp = (result.meta or {}).get("io.modelcontextprotocol/serverInfo")
+    assert stamp is None or stamp["name"] == "acme"
+
+
+HANDSHAKE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+JSON_AND_SSE = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+async def test_http_delete_ends_a_session_and_its_id_then_gets_404(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw, httpx2.AsyncClient() as http:
+            opened = await http.post(gw.url, headers=JSON_AND_SSE, json=HANDSHAKE)
+            session = opened.headers["mcp-session-id"]
+            ended = await http.delete(gw.url, headers={"Mcp-Session-Id": session})
+            assert ended.status_code in (200, 204)
+            after = await http.post(gw.url, headers={**JSON_AND_SSE, "Mcp-Session-Id": session,
+                                                     "Mcp-Protocol-Version": "2025-11-25"},
+                                    json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+            assert after.status_code == 404
+
+
+async def test_http_refuses_a_foreign_origin_and_answers_json_when_configured(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")},
+                                         gateway={"http": {"json_response": True}}))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw, httpx2.AsyncClient() as http:
+            foreign = await http.post(gw.url, headers={**JSON_AND_SSE, "Origin": "http://evil.example.com"},
+                                      json=HANDSHAKE)
+            assert foreign.status_code == 403
+            local = await http.post(gw.url, headers={**JSON_AND_SSE, "Origin": "http://localhost:3000"}, json=HANDSHAKE)
+            assert local.status_code == 200
+            assert local.headers["content-type"].startswith("application/json")
+            assert local.json()["result"]["serverInfo"]["name"] == "mcpgw"
+
+
+async def test_tool_filters_and_renames_apply_and_hidden_tools_cannot_be_called(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": stdio_server(
+        "alpha", tools={"allow": ["echo", "who*", "crash"], "deny": ["crash"], "rename": {"whoami": "identify"}})}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(path) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert names == {"alpha__echo", "alpha__identify"}
+            assert text(await client.call_tool("alpha__identify", {})) == "alpha"
+            for hidden in ("alpha__crash", "alpha__whoami", "alpha__add"):
+                with pytest.raises(MCPError, match="unknown tool"):
+                    await client.call_tool(hidden, {})
