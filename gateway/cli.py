@@ -147,6 +147,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="HTTP: port, 0 for any free one (overrides gateway.http.port).")] = None,
     stateless: Annotated[Optional[bool], typer.Option("--stateless", help="HTTP: serve without sessions.")] = None,
     log_format: Annotated[Optional[OutputFormat], typer.Option("--log-format", help="Log as `text` or `json` (stderr).")] = None,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Reload when CONFIG changes (SIGHUP always reloads).")] = True,
 ) -> None:
     """Serve the upstream servers of CONFIG to clients as one MCP server.
 
@@ -164,9 +165,9 @@ def serve(
         raise typer.Exit(EXIT_INVALID)
     observability = loaded.config.observability
     configure_logging(observability.log.level, log_format.value if log_format else observability.log.format)
-    options = ServeOptions(transport.value if transport else None, host, port, stateless)
+    options = ServeOptions(transport.value if transport else None, host, port, stateless, watch)
     try:
-        anyio.run(run_gateway, loaded.config, options)
+        anyio.run(run_gateway, config, loaded.config, options)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

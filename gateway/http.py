@@ -1,11 +1,14 @@
 """The Streamable HTTP front: ``/mcp`` (every server), ``/ns/<name>/mcp`` (one namespace each),
-``/health``. One SDK session manager per endpoint, created once and run for the app's lifetime."""
+``/health``. One SDK session manager per endpoint, created on its first request and run until the
+app stops, so a namespace added by a reload is served at once and sessions survive reloads."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -16,7 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.config.model import HttpConfig
 from gateway.proxy import build_server
+from gateway.reloader import Reloader
 from gateway.runtime import ROOT, Gateway
+
+_METHODS = ["GET", "POST", "DELETE"]
 
 
 def security_settings(http: HttpConfig) -> TransportSecuritySettings:
@@ -26,52 +32,89 @@ def security_settings(http: HttpConfig) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def build_app(gateway: Gateway, *, stateless: bool) -> Starlette:
-    http = gateway.config.gateway.http
-    managers = {
-        endpoint: StreamableHTTPSessionManager(
-            app=build_server(gateway, endpoint),
-            json_response=http.json_response,
-            stateless=stateless,
-            security_settings=security_settings(http),
-            session_idle_timeout=http.session_idle_timeout,
-            max_request_body_size=http.max_body_bytes,
-        )
-        for endpoint in gateway.endpoints()
-    }
+class _Managers:
+    """The session manager of each endpoint, started on first use inside the app's lifetime."""
+
+    def __init__(self, gateway: Gateway, stateless: bool) -> None:
+        self.gateway = gateway
+        self.stateless = stateless
+        self.http = gateway.current.config.gateway.http  # listener settings are read once, at start
+        self._managers: dict[str, StreamableHTTPSessionManager] = {}
+        self._lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            yield
+            tg.cancel_scope.cancel()
+
+    async def get(self, endpoint: str) -> StreamableHTTPSessionManager | None:
+        if endpoint not in self.gateway.current.endpoints():
+            return None
+        async with self._lock:
+            if endpoint not in self._managers:
+                manager = StreamableHTTPSessionManager(
+                    app=build_server(self.gateway, endpoint), json_response=self.http.json_response,
+                    stateless=self.stateless, security_settings=security_settings(self.http),
+                    session_idle_timeout=self.http.session_idle_timeout, max_request_body_size=self.http.max_body_bytes)
+                assert self._tg is not None
+                await self._tg.start(_run_manager, manager)
+                self._managers[endpoint] = manager
+            return self._managers[endpoint]
+
+
+async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None]) -> None:
+    async with manager.run():
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = None) -> Starlette:
+    managers = _Managers(gateway, stateless)
+    path = managers.http.path
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for manager in managers.values():
-                await stack.enter_async_context(manager.run())
+        async with managers.running():
             yield
 
     async def health(request: Request) -> JSONResponse:
-        ready, total = gateway.pool.counts()
-        status = "healthy" if ready == total else "degraded" if ready else "unhealthy"
-        return JSONResponse({"status": status, "servers": {"connected": ready, "healthy": ready, "total": total}})
+        return JSONResponse(health_report(gateway, reloader))
 
     return Starlette(
         routes=[
-            Route(http.path, endpoint=_Endpoint(managers, ROOT), methods=["GET", "POST", "DELETE"]),
-            Route("/ns/{namespace}" + http.path, endpoint=_Endpoint(managers, None), methods=["GET", "POST", "DELETE"]),
+            Route(path, endpoint=_Endpoint(managers, ROOT), methods=_METHODS),
+            Route("/ns/{namespace}" + path, endpoint=_Endpoint(managers, None), methods=_METHODS),
             Route("/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
 
 
+def health_report(gateway: Gateway, reloader: Reloader | None) -> dict[str, Any]:
+    ready, total = gateway.counts()
+    snap = gateway.current
+    rejected = reloader.last_rejected if reloader else None
+    return {
+        "status": "healthy" if ready == total else "degraded" if ready else "unhealthy",
+        "servers": {"connected": ready, "healthy": ready, "total": total},
+        "config": {"version": snap.version, "digest": snap.digest, "loaded_at": snap.loaded_at,
+                   "last_rejected": {"at": rejected.at, "error": rejected.error} if rejected else None},
+    }
+
+
 class _Endpoint:
     """ASGI app handing a request to its endpoint's session manager (a namespace from the path)."""
 
-    def __init__(self, managers: dict[str, StreamableHTTPSessionManager], endpoint: str | None) -> None:
+    def __init__(self, managers: _Managers, endpoint: str | None) -> None:
         self.managers = managers
         self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = self.endpoint if self.endpoint is not None else scope["path_params"]["namespace"]
-        manager = self.managers.get(name)
+        manager = await self.managers.get(name)
         if manager is None:
             response: Any = JSONResponse({"error": f"no namespace named '{name}'"}, status_code=404)
             await response(scope, receive, send)

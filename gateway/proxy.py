@@ -1,10 +1,10 @@
 """The downstream MCP server: answers clients from the routing table and forwards to upstreams.
 
-One low-level SDK ``Server`` per endpoint. Every handler reads the endpoint's table once, at the
-start, and uses only that table until it answers. Lists are answered from results the table
-prepared when it was built. A failure of one upstream becomes an error that names that server:
-a tool result with ``isError`` for ``tools/call`` (so the model reads why), a JSON-RPC error for
-the other methods. Errors the upstream itself returned pass through unchanged.
+One low-level SDK ``Server`` per endpoint. Every handler reads the gateway's current snapshot once,
+at the start, and uses only that snapshot until it answers. Lists are answered from results the
+table prepared when it was built. A failure of one upstream becomes an error that names that
+server: a tool result with ``isError`` for ``tools/call`` (so the model reads why), a JSON-RPC error
+for the other methods. Errors the upstream itself returned pass through unchanged.
 """
 
 from __future__ import annotations
@@ -13,24 +13,34 @@ from fnmatch import fnmatchcase
 from typing import Any, Awaitable, Callable, TypeVar
 
 import mcp_types as types
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
 
 from gateway import __version__
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from gateway.routing import Route, RoutingTable
-from gateway.runtime import ROOT, Gateway
+from gateway.routing import Route
+from gateway.runtime import ROOT, Gateway, Snapshot
 
 T = TypeVar("T")
+_LIST_CHANGED = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+class _GatewayServer(Server[Any]):
+    """A low-level Server that announces ``listChanged`` to handshake-era clients on every transport
+    (the HTTP session manager asks for default initialization options, which would say false)."""
+
+    def create_initialization_options(self, notification_options: NotificationOptions | None = None,
+                                      *args: Any, **kwargs: Any) -> Any:
+        return super().create_initialization_options(notification_options or _LIST_CHANGED, *args, **kwargs)
 
 
 def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     """The MCP server clients of ``endpoint`` talk to."""
-    settings = gateway.config.gateway
+    settings = gateway.current.config.gateway
     name = settings.name if endpoint == ROOT else f"{settings.name}/{endpoint}"
     handlers = _Handlers(gateway, endpoint)
-    return Server(
+    return _GatewayServer(
         name,
         version=__version__,
         instructions=settings.instructions,
@@ -50,53 +60,57 @@ class _Handlers:
         self.gateway = gateway
         self.endpoint = endpoint
 
-    def _table(self) -> RoutingTable:
-        return self.gateway.table(self.endpoint)
+    def _snapshot(self, ctx: Any) -> Snapshot:
+        self.gateway.sessions.seen(self.endpoint, ctx)
+        return self.gateway.current
 
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        return self._table().list_tools
+        return self._snapshot(ctx).table(self.endpoint).list_tools
 
     async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
-        return self._table().list_prompts
+        return self._snapshot(ctx).table(self.endpoint).list_prompts
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        return self._table().list_resources
+        return self._snapshot(ctx).table(self.endpoint).list_resources
 
     async def list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        return self._table().list_resource_templates
+        return self._snapshot(ctx).table(self.endpoint).list_resource_templates
 
     async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
-        table = self._table()
+        snap = self._snapshot(ctx)
+        table = snap.table(self.endpoint)
         route = table.tools.get(params.name)
         if route is None:
             server = table.server_for_unknown(params.name)
-            upstream = self.gateway.pool.get(server) if server else None
+            upstream = snap.upstreams.get(server) if server else None
             if upstream is not None and upstream.catalog is None:
                 return _tool_error(upstream.unavailable_reason())
             raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
-        timeout = self._tool_timeout(route)
         try:
-            return await self._forward(route, lambda c: c.session.call_tool(
-                route.upstream_name, params.arguments, allow_input_required=True), timeout)
+            return await _forward(snap, route, _tool_timeout(snap, route), lambda c: c.session.call_tool(
+                route.upstream_name, params.arguments, allow_input_required=True))
         except UpstreamError as exc:
             return _tool_error(str(exc))
 
     async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        route = self._table().prompts.get(params.name)
+        snap = self._snapshot(ctx)
+        route = snap.table(self.endpoint).prompts.get(params.name)
         if route is None:
             raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
-        return await self._forward_or_raise(route, lambda c: c.session.get_prompt(
+        return await _forward_or_raise(snap, route, lambda c: c.session.get_prompt(
             route.upstream_name, params.arguments, allow_input_required=True))
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        snap = self._snapshot(ctx)
         uri = str(params.uri)
-        route = self._table().resolve_resource(uri)
+        route = snap.table(self.endpoint).resolve_resource(uri)
         if route is None:
             raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'")
-        return await self._forward_or_raise(route, lambda c: c.session.read_resource(uri))
+        return await _forward_or_raise(snap, route, lambda c: c.session.read_resource(uri))
 
     async def complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        table = self._table()
+        snap = self._snapshot(ctx)
+        table = snap.table(self.endpoint)
         ref = params.ref
         if isinstance(ref, types.PromptReference):
             route = table.prompts.get(ref.name)
@@ -108,29 +122,31 @@ class _Handlers:
             return types.CompleteResult(completion=types.Completion(values=[]))
         context = params.context.arguments if params.context else None
         argument = {"name": params.argument.name, "value": params.argument.value}
-        return await self._forward_or_raise(route, lambda c: c.session.complete(upstream_ref, argument, context))
+        return await _forward_or_raise(snap, route, lambda c: c.session.complete(upstream_ref, argument, context))
 
-    async def _forward(self, route: Route, operation: Callable[[Any], Awaitable[T]], timeout: float) -> T:
-        upstream = self.gateway.pool.get(route.server)
-        if upstream is None:
-            raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
-        with self.gateway.tracked():
-            return _unstamped(await upstream.request(operation, timeout))
 
-    async def _forward_or_raise(self, route: Route, operation: Callable[[Any], Awaitable[T]]) -> T:
-        try:
-            return await self._forward(route, operation, self.gateway.config.servers[route.server].timeout)
-        except UpstreamTimeout as exc:
-            raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
-        except UpstreamError as exc:
-            raise MCPError(INTERNAL_ERROR, str(exc)) from exc
+async def _forward(snap: Snapshot, route: Route, timeout: float, operation: Callable[[Any], Awaitable[T]]) -> T:
+    upstream = snap.upstreams.get(route.server)
+    if upstream is None:
+        raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
+    return _unstamped(await upstream.request(operation, timeout))
 
-    def _tool_timeout(self, route: Route) -> float:
-        server = self.gateway.config.servers[route.server]
-        for pattern, seconds in server.tools.timeouts.items():
-            if fnmatchcase(route.upstream_name, pattern):
-                return seconds
-        return server.timeout
+
+async def _forward_or_raise(snap: Snapshot, route: Route, operation: Callable[[Any], Awaitable[T]]) -> T:
+    try:
+        return await _forward(snap, route, snap.config.servers[route.server].timeout, operation)
+    except UpstreamTimeout as exc:
+        raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
+    except UpstreamError as exc:
+        raise MCPError(INTERNAL_ERROR, str(exc)) from exc
+
+
+def _tool_timeout(snap: Snapshot, route: Route) -> float:
+    server = snap.config.servers[route.server]
+    for pattern, seconds in server.tools.timeouts.items():
+        if fnmatchcase(route.upstream_name, pattern):
+            return seconds
+    return server.timeout
 
 
 def _unstamped(result: T) -> T:

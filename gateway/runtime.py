@@ -1,81 +1,170 @@
-"""The running gateway: its config, its upstream pool, and one routing table per endpoint.
+"""The running gateway: one immutable Snapshot at a time, and the pool of upstreams behind it.
 
-Endpoints are the root (every server) and one per namespace. Tables are rebuilt whole whenever an
-upstream's catalog changes and installed with one assignment, so a handler that read a table at
-the start of a request sees one consistent view until it answers.
+A Snapshot is everything a request needs (config, the upstream of each server, a routing table per
+endpoint), built beside the one in use and installed with one assignment. Handlers read
+``gateway.current`` once per request and keep that snapshot until they answer, so a reload or a
+reconnect never changes the ground under a request. Two things install snapshots: ``apply`` (a new
+configuration: version + 1) and a catalog change of an upstream (same version, new tables).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Iterator
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
+from gateway.config.digest import digest as config_digest
 from gateway.config.model import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.routing import Collision, RoutingTable, build_routing_table
+from gateway.sessions import SessionRegistry
 from gateway.upstreams.pool import UpstreamPool
+from gateway.upstreams.upstream import State, Upstream
 
 log = logging.getLogger("mcpgw")
 
 ROOT = ""  # the endpoint name of the root endpoint (all servers)
+NOTIFY_DEBOUNCE = 0.2  # seconds: a burst of changes (a reload, many reconnects) is announced once
+_EMPTY = RoutingTable.empty()
 
 
-class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.pool = UpstreamPool(config.servers.values(), on_change=self.rebuild)
-        self.tables: dict[str, RoutingTable] = {}
-        self._reported: set[Collision] = set()
-        self._inflight = 0
-        self._idle = anyio.Event()
-        self._idle.set()
-        self.rebuild()
+class ReloadRejected(GatewayError):
+    """A new configuration could not be put in service; the running one stays."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    digest: str
+    config: GatewayConfig
+    upstreams: Mapping[str, Upstream]
+    tables: Mapping[str, RoutingTable]
+    loaded_at: float = field(default_factory=time.time)
+
+    def table(self, endpoint: str) -> RoutingTable:
+        return self.tables.get(endpoint, _EMPTY)
 
     def endpoints(self) -> list[str]:
         return [ROOT, *self.config.namespaces]
 
-    def table(self, endpoint: str) -> RoutingTable:
-        return self.tables[endpoint]
 
-    @contextmanager
-    def tracked(self) -> Iterator[None]:
-        """Count a request forwarded upstream, so shutdown can wait for the ones in flight."""
-        if self._inflight == 0:
-            self._idle = anyio.Event()
-        self._inflight += 1
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.pool = UpstreamPool(on_change=self._catalog_changed)
+        self.sessions = SessionRegistry()
+        self._initial = config
+        self.current = Snapshot(0, config_digest(config), config, MappingProxyType({}), MappingProxyType({}))
+        self._announced: dict[str, RoutingTable] = {}
+        self._changed = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._reported: set[Collision] = set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the upstreams of the initial configuration and keep the gateway's background work
+        going until cancelled. Started once every upstream has connected or failed once (each
+        bounded by its connect_timeout), so serving begins with what can be had."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self.pool.run)
+            upstreams = {s.name: self.pool.acquire(s)[0] for s in self._initial.servers.values() if s.enabled}
+            for upstream in upstreams.values():
+                await upstream.first_attempt.wait()
+            self._install(self._snapshot(1, self._initial, upstreams))
+            self._announced = dict(self.current.tables)
+            tg.start_soon(self._announce_changes)
+            task_status.started()
+
+    async def apply(self, config: GatewayConfig) -> Snapshot:
+        """Put ``config`` in service: start what is new or changed and wait until it has listed
+        (before the swap), swap, then retire what only the old snapshot used. Raises ReloadRejected,
+        leaving the running snapshot untouched, when a new or changed server cannot be started."""
+        old = self.current
+        acquired = {s.name: self.pool.acquire(s) for s in config.servers.values() if s.enabled}
+        started = [u for u, new in acquired.values() if new]
+        for upstream in started:
+            await upstream.first_attempt.wait()
+        failed = [u for u in started if u.status.state is not State.READY]
+        if failed:
+            reasons = "; ".join(u.unavailable_reason() for u in failed)
+            for upstream in started:
+                self.pool.discard(upstream, "the configuration reload that started it was rejected")
+            raise ReloadRejected(f"could not start {len(failed)} server(s): {reasons}")
+        new = self._snapshot(old.version + 1, config, {name: u for name, (u, _) in acquired.items()})
+        self._install(new)
+        kept = set(map(id, new.upstreams.values()))
+        for upstream in old.upstreams.values():
+            if id(upstream) not in kept:
+                assert self._tg is not None
+                self._tg.start_soon(self.pool.retire, upstream, config.gateway.drain_timeout)
+        return new
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until no forwarded request is in flight, at most ``timeout``; True if drained."""
-        with anyio.move_on_after(timeout):
-            await self._idle.wait()
-        if self._inflight:
-            log.warning("%d request(s) still in flight after %gs; cancelling them", self._inflight, timeout)
-        return self._inflight == 0
+        """Wait until no request is in flight on any upstream, at most ``timeout``; True if drained."""
+        deadline = anyio.current_time() + timeout
+        drained = True
+        for upstream in self.current.upstreams.values():
+            drained &= await upstream.inflight.wait_idle(max(0.0, deadline - anyio.current_time()))
+        if not drained:
+            log.warning("requests still in flight after %gs; cancelling them", timeout)
+        return drained
 
-    def rebuild(self) -> None:
-        """Build every endpoint's table from the current catalogs and swap them in at once."""
-        catalogs = self.pool.catalogs()
-        naming = self.config.gateway.naming
-        servers = self.config.servers
-        tables = {ROOT: build_routing_table(list(servers.values()), naming, catalogs)}
-        for name, namespace in self.config.namespaces.items():
-            members = [servers[s] for s in namespace.servers if s in servers]
-            tables[name] = build_routing_table(members, naming, catalogs)
-        self.tables = tables
-        self._report(tables[ROOT])
+    def counts(self) -> tuple[int, int]:
+        """(ready, total) upstreams of the current snapshot."""
+        upstreams = self.current.upstreams.values()
+        return sum(u.status.state is State.READY for u in upstreams), len(upstreams)
 
-    def _report(self, table: RoutingTable) -> None:
+    def _snapshot(self, version: int, config: GatewayConfig, upstreams: dict[str, Upstream]) -> Snapshot:
+        return Snapshot(version, config_digest(config), config, MappingProxyType(upstreams),
+                        MappingProxyType(_tables(config, upstreams)))
+
+    def _catalog_changed(self) -> None:
+        snap = self.current
+        if snap.version:  # before the first snapshot, run() builds the tables itself
+            self._install(Snapshot(snap.version, snap.digest, snap.config, snap.upstreams,
+                                   MappingProxyType(_tables(snap.config, dict(snap.upstreams))), snap.loaded_at))
+
+    def _install(self, snapshot: Snapshot) -> None:
+        self.current = snapshot  # the swap: one assignment
+        self._report(snapshot)
+        self._changed.set()
+
+    async def _announce_changes(self) -> None:
+        """Tell clients when what they can list has changed: debounced, and only for real changes."""
+        while True:
+            await self._changed.wait()
+            await anyio.sleep(NOTIFY_DEBOUNCE)
+            self._changed = anyio.Event()
+            tables = dict(self.current.tables)
+            for endpoint in set(tables) | set(self._announced):
+                before, after = self._announced.get(endpoint, _EMPTY), tables.get(endpoint, _EMPTY)
+                kinds = list(dict.fromkeys(kind for kind, attr in _LISTS if getattr(before, attr) != getattr(after, attr)))
+                if kinds:
+                    await self.sessions.announce(endpoint, kinds)
+            self._announced = tables
+
+    def _report(self, snapshot: Snapshot) -> None:
+        table = snapshot.table(ROOT)
         for collision in table.collisions:
             if collision not in self._reported:
                 outcome = f"served by '{collision.kept}'" if collision.kept else "served by none of them"
                 log.warning("%s %r is offered by %s: %s (naming.on_collision: %s)", collision.kind, collision.name,
-                            ", ".join(collision.servers), outcome, self.config.gateway.naming.on_collision)
+                            ", ".join(collision.servers), outcome, snapshot.config.gateway.naming.on_collision)
         self._reported = set(table.collisions)
+
+
+_LISTS = (("tools", "list_tools"), ("prompts", "list_prompts"), ("resources", "list_resources"),
+          ("resources", "list_resource_templates"))
+
+
+def _tables(config: GatewayConfig, upstreams: dict[str, Upstream]) -> dict[str, RoutingTable]:
+    catalogs = {name: u.catalog for name, u in upstreams.items() if u.catalog is not None}
+    naming, servers = config.gateway.naming, config.servers
+    tables = {ROOT: build_routing_table(list(servers.values()), naming, catalogs)}
+    for name, namespace in config.namespaces.items():
+        tables[name] = build_routing_table([servers[s] for s in namespace.servers if s in servers], naming, catalogs)
+    return tables

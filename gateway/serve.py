@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import anyio
@@ -23,7 +24,9 @@ from mcp.server.stdio import stdio_server
 from gateway.config.model import GatewayConfig
 from gateway.http import build_app
 from gateway.proxy import build_server
+from gateway.reloader import Reloader
 from gateway.runtime import Gateway
+from gateway.sources.file import watch_config
 
 log = logging.getLogger("mcpgw")
 FLUSH_TIMEOUT = 5.0  # after draining, how long answers may take to reach stdout before we stop anyway
@@ -37,16 +40,20 @@ class ServeOptions:
     host: str | None = None
     port: int | None = None
     stateless: bool | None = None
+    watch: bool = True
 
 
-async def serve(config: GatewayConfig, options: ServeOptions) -> None:
+async def serve(config_path: Path, config: GatewayConfig, options: ServeOptions) -> None:
     gateway = Gateway(config)
+    reloader = Reloader(gateway, config_path)
     transport = options.transport or config.gateway.transport
     async with anyio.create_task_group() as tg:
-        await tg.start(gateway.pool.run)
-        await gateway.pool.wait_first_attempts()
-        ready, total = gateway.pool.counts()
+        await tg.start(gateway.run)
+        ready, total = gateway.counts()
         log.info("%d of %d servers ready", ready, total)
+        tg.start_soon(_reload_on_sighup, reloader)
+        if options.watch:
+            tg.start_soon(watch_config, config_path, reloader.reload)
         if transport == "stdio":
             stdin = _StdinLines()
 
@@ -59,7 +66,7 @@ async def serve(config: GatewayConfig, options: ServeOptions) -> None:
             tg.start_soon(_on_signals, graceful, tg.cancel_scope.cancel)
             await _serve_stdio(gateway, stdin)
         else:
-            await _serve_http(gateway, options, tg)
+            await _serve_http(gateway, reloader, options, tg)
         tg.cancel_scope.cancel()
 
 
@@ -110,15 +117,16 @@ class _StdinLines:
             os.close(fd)
 
 
-async def _serve_http(gateway: Gateway, options: ServeOptions, tg: anyio.abc.TaskGroup) -> None:
-    http = gateway.config.gateway.http
+async def _serve_http(gateway: Gateway, reloader: Reloader, options: ServeOptions, tg: anyio.abc.TaskGroup) -> None:
+    settings = gateway.current.config.gateway
+    http = settings.http
     host = options.host or http.host
     port = http.port if options.port is None else options.port
     stateless = http.stateless if options.stateless is None else options.stateless
-    app = build_app(gateway, stateless=stateless)
+    app = build_app(gateway, stateless=stateless, reloader=reloader)
     sock = _bind(host, port)
     server = _Uvicorn(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                     timeout_graceful_shutdown=max(1, int(gateway.config.gateway.drain_timeout))))
+                                     timeout_graceful_shutdown=max(1, int(settings.drain_timeout))))
     bound = sock.getsockname()[1]
     log.info("listening on http://%s:%d%s%s", host, bound, http.path, " (stateless)" if stateless else "")
     async def stop() -> None:
@@ -144,6 +152,12 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def _reload_on_sighup(reloader: Reloader) -> None:
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            await reloader.reload("SIGHUP")
 
 
 async def _on_signals(graceful: Callable[[], Awaitable[None]], force: Callable[[], None]) -> None:

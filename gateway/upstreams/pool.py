@@ -1,42 +1,63 @@
-"""All upstreams of a gateway, started and stopped together in one task group."""
+"""The live upstreams: started on demand, kept across reloads while their connection is unchanged,
+retired after their requests in flight are done (bounded). One task group owns them all, so leaving
+``run`` stops every one (and reaps stdio children)."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import logging
+from typing import Callable
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from gateway.config.model import ServerConfig
-from gateway.routing import Catalog
-from gateway.upstreams.upstream import State, Upstream
+from gateway.upstreams.transports import connection_fingerprint
+from gateway.upstreams.upstream import Upstream
+
+log = logging.getLogger("mcpgw.upstream")
+
+Key = tuple[str, str]  # (server name, connection fingerprint)
 
 
 class UpstreamPool:
-    """One supervised Upstream per enabled server; leaving ``run`` stops (and reaps) them all."""
-
-    def __init__(self, servers: Iterable[ServerConfig], on_change: Callable[[], None]) -> None:
-        self.upstreams = {s.name: Upstream(s, on_change) for s in servers if s.enabled}
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self._upstreams: dict[Key, Upstream] = {}
+        self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
-            for upstream in self.upstreams.values():
-                tg.start_soon(upstream.run)
+            self._tg = tg
             task_status.started()
+            await anyio.sleep_forever()
 
-    async def wait_first_attempts(self) -> None:
-        """Until every upstream has connected or failed once (each bounded by its connect_timeout),
-        so a gateway starts serving with what can be had, never waiting on one broken server."""
-        for upstream in self.upstreams.values():
-            await upstream.first_attempt.wait()
+    def acquire(self, server: ServerConfig) -> tuple[Upstream, bool]:
+        """The upstream for ``server``: the running one if its connection is unchanged (taking the new
+        policies: timeouts, retries, health checks), else a new one, started now. True if new."""
+        key = (server.name, connection_fingerprint(server))
+        existing = self._upstreams.get(key)
+        if existing is not None:
+            existing.config = server
+            return existing, False
+        assert self._tg is not None, "the pool is not running"
+        upstream = Upstream(server, self._on_change)
+        self._upstreams[key] = upstream
+        self._tg.start_soon(upstream.run)
+        return upstream, True
 
-    def get(self, name: str) -> Upstream | None:
-        return self.upstreams.get(name)
+    def discard(self, upstream: Upstream, reason: str) -> None:
+        """Stop an upstream now (one that was started for a reload that was then rejected)."""
+        self._forget(upstream)
+        upstream.stop(reason)
 
-    def catalogs(self) -> dict[str, Catalog]:
-        return {name: u.catalog for name, u in self.upstreams.items() if u.catalog is not None}
+    async def retire(self, upstream: Upstream, drain_timeout: float) -> None:
+        """Stop an upstream no configuration uses any more, once its requests in flight are done."""
+        self._forget(upstream)
+        if not await upstream.inflight.wait_idle(drain_timeout):
+            log.warning("%d request(s) still in flight after %gs; cancelling them", upstream.inflight.count,
+                        drain_timeout, extra={"server": upstream.name})
+        upstream.stop(f"server '{upstream.name}' was removed or changed by a configuration reload")
+        log.info("stopped: no longer in the configuration", extra={"server": upstream.name})
 
-    def counts(self) -> tuple[int, int]:
-        """(ready, total)."""
-        ready = sum(u.status.state is State.READY for u in self.upstreams.values())
-        return ready, len(self.upstreams)
+    def _forget(self, upstream: Upstream) -> None:
+        self._upstreams = {k: u for k, u in self._upstreams.items() if u is not upstream}

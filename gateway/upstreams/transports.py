@@ -8,6 +8,8 @@ a short tail for diagnosis, so a chatty or flooding server cannot reach the gate
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -37,6 +39,25 @@ class StderrTail:
 
     def last(self) -> str | None:
         return self.lines[-1] if self.lines else None
+
+
+def connection_fingerprint(server: ServerConfig) -> str:
+    """What defines the connection to ``server`` (transport, command, args, env, cwd, url, headers,
+    credentials), hashed: equal fingerprints can share a live connection across a reload, while a
+    change of prefix, filters, timeouts or limits keeps it. Secrets go in revealed, so a rotated token
+    reconnects; the hash is never shown anywhere."""
+    auth = server.auth
+    spec = {
+        "transport": server.transport, "command": server.command, "args": list(server.args), "cwd": server.cwd,
+        "env": {k: v.reveal() for k, v in server.env.items()}, "url": server.url,
+        "headers": {k: v.reveal() for k, v in server.headers.items()},
+        "auth": None if auth is None else {
+            "type": auth.type, "token": auth.token.reveal() if auth.token else None, "client_id": auth.client_id,
+            "client_secret": auth.client_secret.reveal() if auth.client_secret else None,
+            "token_url": auth.token_url, "scopes": list(auth.scopes), "audience": auth.audience,
+            "resource": auth.resource, "token_file": auth.token_file},
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND
 from gateway import __version__
 from gateway.config.model import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.inflight import InFlight
 from gateway.routing import Catalog
 from gateway.upstreams.transports import StderrTail, open_streams
 
@@ -70,12 +71,28 @@ class Upstream:
         self._lost = anyio.Event()
         self._restarting = False  # a connection that worked was lost and is being re-established
         self._attempt_done = anyio.Event()  # set when the current connection attempt ends either way
+        self._scope: anyio.CancelScope | None = None
+        self._stopped_because: str | None = None
+        self.inflight = InFlight()
         self._on_change = on_change
 
     # -- supervision -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, serve until the connection is lost, reconnect with backoff; until cancelled."""
+        """Connect, serve until the connection is lost, reconnect with backoff; until ``stop``."""
+        with anyio.CancelScope() as self._scope:
+            await self._supervise()
+        self.first_attempt.set()
+        self._attempt_done.set()
+
+    def stop(self, reason: str) -> None:
+        """End this upstream: its session is closed (a stdio child's process group is stopped)."""
+        self._stopped_because = reason
+        self._client = None
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _supervise(self) -> None:
         failures = 0
         try:
             while True:
@@ -153,11 +170,10 @@ class Upstream:
         log.warning("unavailable: %s", reason, extra={"server": self.name})
 
     async def _ping_loop(self, client: Client) -> None:
-        policy = self.config.health_check
         while True:
-            await anyio.sleep(policy.interval)
+            await anyio.sleep(self.config.health_check.interval)
             try:
-                with anyio.fail_after(policy.timeout):
+                with anyio.fail_after(self.config.health_check.timeout):
                     await client.session.send_ping()
             except MCPError as exc:
                 if exc.code == METHOD_NOT_FOUND:
@@ -182,7 +198,7 @@ class Upstream:
         should not see a crash that the gateway has already repaired.
         """
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(timeout), self.inflight.track():
                 if self._client is None and self._restarting:
                     await self._attempt_done.wait()
                 client = self._client
@@ -195,13 +211,15 @@ class Upstream:
             if exc.code != CONNECTION_CLOSED:
                 raise
             self._connection_lost()
-            raise UpstreamUnavailable(self.name, f"server '{self.name}' closed the connection during the request"
-                                      + self._stderr_note()) from exc
+            raise UpstreamUnavailable(self.name, self._stopped_because or (
+                f"server '{self.name}' closed the connection during the request" + self._stderr_note())) from exc
         except _TRANSPORT_ERRORS as exc:
             self._connection_lost()
             raise UpstreamUnavailable(self.name, f"server '{self.name}' failed: {type(exc).__name__}") from exc
 
     def unavailable_reason(self) -> str:
+        if self._stopped_because:
+            return self._stopped_because
         why = self.status.last_error or ("still starting" if self.status.state is State.STARTING else "not connected")
         return f"server '{self.name}' is unavailable: {why}"
 
