@@ -18,6 +18,7 @@ import watchfiles
 log = logging.getLogger("mcpgw")
 
 DEBOUNCE_MS = 200
+STOP_CHECK_MS = 250  # how often the watcher thread checks for shutdown (watchfiles' default, 5 s, delays exit)
 
 
 def relevant(changed: str, config: Path) -> bool:
@@ -30,6 +31,7 @@ async def watch_config(config: Path, on_change: Callable[[str], Awaitable[object
     """Call ``on_change`` after each (debounced) burst of changes that may affect ``config``."""
     directories = sorted({str(config.absolute().parent), str(config.resolve().parent)})
     log.info("watching %s for changes", ", ".join(directories))
-    async for changes in watchfiles.awatch(*directories, debounce=DEBOUNCE_MS, recursive=False):
+    async for changes in watchfiles.awatch(*directories, debounce=DEBOUNCE_MS, recursive=False,
+                                           rust_timeout=STOP_CHECK_MS):
         if any(relevant(path, config) for _, path in changes):
             await on_change("the file changed")
