@@ -52,6 +52,7 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
         on_list_resource_templates=handlers.list_resource_templates,
         on_read_resource=handlers.read_resource,
         on_completion=handlers.complete,
+        on_subscriptions_listen=gateway.sessions.listen_handler(endpoint),
     )
 
 

@@ -269,3 +269,15 @@ async def test_under_load_reloads_lose_no_call_to_a_tool_present_in_both_configs
                 done.set()
         assert failures == [] and calls > 50
     assert not any(process_alive(pid) for pid in pids), "no upstream process outlives the gateway"
+
+
+async def test_a_2026_client_hears_of_changes_on_its_listen_stream(tmp_path: Path) -> None:
+    path = write_config(tmp_path, config({"alpha": server("alpha")}))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw, Client(gw.url) as client:
+            assert client.protocol_version == "2026-07-28"
+            async with client.listen(tools_list_changed=True) as subscription:
+                replace_file(path, config({"alpha": server("alpha"), "beta": server("beta")}))
+                event = await subscription.__anext__()
+            assert type(event).__name__ == "ToolsListChanged"
+            assert text(await client.call_tool("beta__whoami", {})) == "beta"
