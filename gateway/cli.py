@@ -22,6 +22,7 @@ from gateway.config.schema import schema_text
 from gateway.errors import ConfigFileError
 from gateway.logs import configure_logging
 from gateway.serve import ServeOptions
+from gateway.status import StatusUnavailable, fetch_status, render_status
 from gateway.serve import serve as run_gateway
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -173,6 +174,25 @@ def serve(
     except OSError as exc:
         typer.echo(f"mcpgw: cannot serve: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
+
+
+@app.command()
+def status(
+    url: Annotated[str, typer.Option(help="Where the gateway serves its status: its HTTP address, or "
+                                          "observability.status_port in stdio mode.")] = "http://127.0.0.1:12006",
+    output: Annotated[OutputFormat, typer.Option("--format", help="`json` for scripts.")] = OutputFormat.text,
+) -> None:
+    """Show a running gateway's health and each upstream's state. Exit 0 healthy, 1 degraded or unhealthy, 2 unreachable."""
+    try:
+        health, servers = fetch_status(url)
+    except StatusUnavailable as exc:
+        typer.echo(f"mcpgw: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+    if output is OutputFormat.json:
+        typer.echo(json.dumps({"health": health, **servers}, indent=2))
+    else:
+        typer.echo(render_status(health, servers))
+    raise typer.Exit(EXIT_OK if health.get("status") == "healthy" else EXIT_INVALID)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""The Streamable HTTP front: ``/mcp`` (every server), ``/ns/<name>/mcp`` (one namespace each),
-``/health``. One SDK session manager per endpoint, created on its first request and run until the
-app stops, so a namespace added by a reload is served at once and sessions survive reloads."""
+"""The Streamable HTTP front: ``/mcp`` (every server), ``/ns/<name>/mcp`` (one namespace each) and
+the status endpoints. One SDK session manager per endpoint, created on its first request and run
+until the app stops, so a namespace added by a reload is served at once and sessions survive reloads."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.config.model import HttpConfig
+from gateway.observability import health_report, servers_report
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import ROOT, Gateway
@@ -80,29 +82,47 @@ def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = 
         async with managers.running():
             yield
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse(health_report(gateway, reloader))
-
     return Starlette(
         routes=[
             Route(path, endpoint=_Endpoint(managers, ROOT), methods=_METHODS),
             Route("/ns/{namespace}" + path, endpoint=_Endpoint(managers, None), methods=_METHODS),
-            Route("/health", health, methods=["GET"]),
+            *status_routes(gateway, reloader),
         ],
         lifespan=lifespan,
     )
 
 
-def health_report(gateway: Gateway, reloader: Reloader | None) -> dict[str, Any]:
-    ready, total = gateway.counts()
-    snap = gateway.current
-    rejected = reloader.last_rejected if reloader else None
-    return {
-        "status": "healthy" if ready == total else "degraded" if ready else "unhealthy",
-        "servers": {"connected": ready, "healthy": ready, "total": total},
-        "config": {"version": snap.version, "digest": snap.digest, "loaded_at": snap.loaded_at,
-                   "last_rejected": {"at": rejected.at, "error": rejected.error} if rejected else None},
-    }
+def status_app(gateway: Gateway, reloader: Reloader | None) -> Starlette:
+    """The status endpoints alone, for ``observability.status_port`` when clients use stdio."""
+    return Starlette(routes=status_routes(gateway, reloader))
+
+
+def status_routes(gateway: Gateway, reloader: Reloader | None) -> list[Route]:
+    """``/health``, ``/health/servers``, ``/livez``, ``/readyz`` and (unless switched off) ``/metrics``."""
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(health_report(gateway, reloader.last_rejected if reloader else None))
+
+    async def servers(request: Request) -> JSONResponse:
+        return JSONResponse(servers_report(gateway))
+
+    async def livez(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready, total = gateway.counts()
+        serving = gateway.current.version > 0 and (ready > 0 or total == 0)
+        return JSONResponse({"status": "ready" if serving else "not ready", "servers": {"ready": ready, "total": total}},
+                            status_code=200 if serving else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/health", health, methods=["GET"]), Route("/health/servers", servers, methods=["GET"]),
+              Route("/livez", livez, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+    if gateway.current.config.observability.metrics:
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+    return routes
 
 
 class _Endpoint:

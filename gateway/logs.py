@@ -1,7 +1,8 @@
 """Logging to stderr (stdout is the MCP channel in stdio mode), human-readable or JSON.
 
 Records about one upstream carry ``extra={"server": name}``; both formats show it, so every line
-about an upstream names it.
+about an upstream names it. Every line passes through the redactor last, so a secret value printed
+by anyone (an upstream's stderr included) is masked.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import logging
 import sys
 import time
+
+from gateway.redact import REDACT
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -22,7 +25,7 @@ class _TextFormatter(logging.Formatter):
         text = f"{stamp} {record.levelname.lower():7} {where}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return REDACT(text)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -34,7 +37,7 @@ class _JsonFormatter(logging.Formatter):
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return REDACT(json.dumps(entry))
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:

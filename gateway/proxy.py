@@ -9,9 +9,11 @@ for the other methods. Errors the upstream itself returned pass through unchange
 
 from __future__ import annotations
 
+import time
 from fnmatch import fnmatchcase
 from typing import Any, Awaitable, Callable, TypeVar
 
+import anyio
 import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
@@ -56,6 +58,24 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     )
 
 
+class _Measure:
+    """Times one request and counts it by method, server and outcome when it ends."""
+
+    __slots__ = ("metrics", "method", "server", "outcome", "started")
+
+    def __init__(self, metrics: Any, method: str) -> None:
+        self.metrics, self.method, self.server, self.outcome = metrics, method, "", "ok"
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "_Measure":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self.outcome == "ok":
+            self.outcome = "error"
+        self.metrics.observe(self.method, self.server, self.outcome, time.perf_counter() - self.started)
+
+
 class _Handlers:
     def __init__(self, gateway: Gateway, endpoint: str) -> None:
         self.gateway = gateway
@@ -65,81 +85,127 @@ class _Handlers:
         self.gateway.sessions.seen(self.endpoint, ctx)
         return self.gateway.current
 
+    def _measure(self, method: str) -> _Measure:
+        return _Measure(self.gateway.metrics, method)
+
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        return self._snapshot(ctx).table(self.endpoint).list_tools
+        with self._measure("tools/list"):
+            return self._snapshot(ctx).table(self.endpoint).list_tools
 
     async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
-        return self._snapshot(ctx).table(self.endpoint).list_prompts
+        with self._measure("prompts/list"):
+            return self._snapshot(ctx).table(self.endpoint).list_prompts
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        return self._snapshot(ctx).table(self.endpoint).list_resources
+        with self._measure("resources/list"):
+            return self._snapshot(ctx).table(self.endpoint).list_resources
 
     async def list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        return self._snapshot(ctx).table(self.endpoint).list_resource_templates
+        with self._measure("resources/templates/list"):
+            return self._snapshot(ctx).table(self.endpoint).list_resource_templates
 
     async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
-        snap = self._snapshot(ctx)
-        table = snap.table(self.endpoint)
-        route = table.tools.get(params.name)
-        if route is None:
-            server = table.server_for_unknown(params.name)
-            upstream = snap.upstreams.get(server) if server else None
-            if upstream is not None and upstream.catalog is None:
-                return _tool_error(upstream.unavailable_reason())
-            raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
-        try:
-            return await _forward(snap, route, _tool_timeout(snap, route), lambda c: c.session.call_tool(
-                route.upstream_name, params.arguments, allow_input_required=True))
-        except UpstreamError as exc:
-            return _tool_error(str(exc))
+        with self._measure("tools/call") as measure:
+            snap = self._snapshot(ctx)
+            table = snap.table(self.endpoint)
+            route = table.tools.get(params.name)
+            if route is None:
+                server = table.server_for_unknown(params.name)
+                upstream = snap.upstreams.get(server) if server else None
+                if upstream is not None and (upstream.catalog is None or upstream.hidden):
+                    measure.server, measure.outcome = upstream.name, "unavailable"
+                    return _tool_error(upstream.unavailable_reason())
+                measure.outcome = "unknown"
+                raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
+            measure.server = route.server
+            repeatable = route.repeatable or snap.config.servers[route.server].retry.tool_calls
+            try:
+                result = await _forward(snap, route, _tool_timeout(snap, route), repeatable, lambda c: c.session.call_tool(
+                    route.upstream_name, params.arguments, allow_input_required=True))
+            except UpstreamError as exc:
+                measure.outcome = _outcome(exc)
+                return _tool_error(str(exc))
+            if getattr(result, "is_error", False):
+                measure.outcome = "tool_error"
+            return result
 
     async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        snap = self._snapshot(ctx)
-        route = snap.table(self.endpoint).prompts.get(params.name)
-        if route is None:
-            raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
-        return await _forward_or_raise(snap, route, lambda c: c.session.get_prompt(
-            route.upstream_name, params.arguments, allow_input_required=True))
+        with self._measure("prompts/get") as measure:
+            snap = self._snapshot(ctx)
+            route = snap.table(self.endpoint).prompts.get(params.name)
+            if route is None:
+                measure.outcome = "unknown"
+                raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
+            measure.server = route.server
+            return await _forward_or_raise(snap, route, measure, lambda c: c.session.get_prompt(
+                route.upstream_name, params.arguments, allow_input_required=True))
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
-        snap = self._snapshot(ctx)
-        uri = str(params.uri)
-        route = snap.table(self.endpoint).resolve_resource(uri)
-        if route is None:
-            raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'")
-        return await _forward_or_raise(snap, route, lambda c: c.session.read_resource(uri))
+        with self._measure("resources/read") as measure:
+            snap = self._snapshot(ctx)
+            uri = str(params.uri)
+            route = snap.table(self.endpoint).resolve_resource(uri)
+            if route is None:
+                measure.outcome = "unknown"
+                raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'")
+            measure.server = route.server
+            return await _forward_or_raise(snap, route, measure, lambda c: c.session.read_resource(uri))
 
     async def complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        snap = self._snapshot(ctx)
-        table = snap.table(self.endpoint)
-        ref = params.ref
-        if isinstance(ref, types.PromptReference):
-            route = table.prompts.get(ref.name)
-            upstream_ref: Any = ref.model_copy(update={"name": route.upstream_name}) if route else None
-        else:
-            route = table.template_route(ref.uri)
-            upstream_ref = ref
-        if route is None:
-            return types.CompleteResult(completion=types.Completion(values=[]))
-        context = params.context.arguments if params.context else None
-        argument = {"name": params.argument.name, "value": params.argument.value}
-        return await _forward_or_raise(snap, route, lambda c: c.session.complete(upstream_ref, argument, context))
+        with self._measure("completion/complete") as measure:
+            snap = self._snapshot(ctx)
+            table = snap.table(self.endpoint)
+            ref = params.ref
+            if isinstance(ref, types.PromptReference):
+                route = table.prompts.get(ref.name)
+                upstream_ref: Any = ref.model_copy(update={"name": route.upstream_name}) if route else None
+            else:
+                route = table.template_route(ref.uri)
+                upstream_ref = ref
+            if route is None:
+                measure.outcome = "unknown"
+                return types.CompleteResult(completion=types.Completion(values=[]))
+            measure.server = route.server
+            context = params.context.arguments if params.context else None
+            argument = {"name": params.argument.name, "value": params.argument.value}
+            return await _forward_or_raise(snap, route, measure,
+                                           lambda c: c.session.complete(upstream_ref, argument, context))
 
 
-async def _forward(snap: Snapshot, route: Route, timeout: float, operation: Callable[[Any], Awaitable[T]]) -> T:
+async def _forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool,
+                   operation: Callable[[Any], Awaitable[T]]) -> T:
+    """Send to the route's upstream. A request that is safe to repeat and failed in transit (not one
+    that timed out: it may have done its work) is sent again, up to ``retry.attempts`` tries."""
     upstream = snap.upstreams.get(route.server)
     if upstream is None:
         raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
-    return _unstamped(await upstream.request(operation, timeout))
+    retry = upstream.config.retry
+    attempts = retry.attempts if repeatable else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _unstamped(await upstream.request(operation, timeout))
+        except UpstreamUnavailable:
+            if attempt == attempts or upstream.breaker.opened:
+                raise
+        await anyio.sleep(min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
 
 
-async def _forward_or_raise(snap: Snapshot, route: Route, operation: Callable[[Any], Awaitable[T]]) -> T:
+async def _forward_or_raise(snap: Snapshot, route: Route, measure: _Measure,
+                            operation: Callable[[Any], Awaitable[T]]) -> T:
+    """For methods answered with a JSON-RPC error when the upstream fails (all but tools/call)."""
     try:
-        return await _forward(snap, route, snap.config.servers[route.server].timeout, operation)
+        return await _forward(snap, route, snap.config.servers[route.server].timeout, True, operation)
     except UpstreamTimeout as exc:
+        measure.outcome = "timeout"
         raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
     except UpstreamError as exc:
+        measure.outcome = "unavailable"
         raise MCPError(INTERNAL_ERROR, str(exc)) from exc
+
+
+def _outcome(exc: UpstreamError) -> str:
+    return "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
 
 
 def _tool_timeout(snap: Snapshot, route: Route) -> float:

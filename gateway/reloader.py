@@ -46,6 +46,7 @@ class Reloader:
         async with self._lock:
             outcome = await self._reload(reason)
         self.counts[outcome] += 1
+        self.gateway.metrics.reloads.labels(outcome).inc()
         return outcome
 
     async def _reload(self, reason: str) -> Outcome:

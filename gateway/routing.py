@@ -48,10 +48,13 @@ class Catalog:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a request goes: the server, and the name (or URI / URI template) it knows the item by."""
+    """Where a request goes: the server, and the name (or URI / URI template) it knows the item by.
+    ``repeatable``: the upstream annotated the tool read-only or idempotent, so a call that failed
+    in transit may be sent again."""
 
     server: str
     upstream_name: str
+    repeatable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +187,13 @@ def _named_offers(server: ServerConfig, naming: NamingConfig, items: Iterable[An
             continue
         local = rules.rename.get(item.name, item.name)
         exposed = expose_name(server.prefix, naming.separator, local, naming.max_tool_name_length)
-        yield _Offer(exposed, Route(server.name, item.name), item.model_copy(update={"name": exposed}),
+        yield _Offer(exposed, Route(server.name, item.name, _repeatable(item)), item.model_copy(update={"name": exposed}),
                      join_name(server.prefix, naming.separator, local))
+
+
+def _repeatable(item: Any) -> bool:
+    hints = getattr(item, "annotations", None)
+    return bool(hints and (hints.read_only_hint or hints.idempotent_hint))
 
 
 def _resource_offers(servers: Sequence[ServerConfig], catalogs: Mapping[str, Catalog]) -> Iterator[_Offer]:

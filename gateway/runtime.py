@@ -21,6 +21,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from gateway.config.digest import digest as config_digest
 from gateway.config.model import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.observability import Metrics
+from gateway.redact import REDACT
 from gateway.routing import Collision, RoutingTable, build_routing_table
 from gateway.sessions import SessionRegistry
 from gateway.upstreams.pool import UpstreamPool
@@ -58,11 +60,13 @@ class Gateway:
         self.pool = UpstreamPool(on_change=self._catalog_changed)
         self.sessions = SessionRegistry()
         self._initial = config
+        REDACT.learn(config)
         self.current = Snapshot(0, config_digest(config), config, MappingProxyType({}), MappingProxyType({}))
         self._announced: dict[str, RoutingTable] = {}
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._reported: set[Collision] = set()
+        self.metrics = Metrics(self)  # last: its collector reads the state above
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the upstreams of the initial configuration and keep the gateway's background work
@@ -129,6 +133,7 @@ class Gateway:
                                    MappingProxyType(_tables(snap.config, dict(snap.upstreams))), snap.loaded_at))
 
     def _install(self, snapshot: Snapshot) -> None:
+        REDACT.learn(snapshot.config)
         self.current = snapshot  # the swap: one assignment
         self._report(snapshot)
         self._changed.set()
@@ -162,7 +167,7 @@ _LISTS = (("tools", "list_tools"), ("prompts", "list_prompts"), ("resources", "l
 
 
 def _tables(config: GatewayConfig, upstreams: dict[str, Upstream]) -> dict[str, RoutingTable]:
-    catalogs = {name: u.catalog for name, u in upstreams.items() if u.catalog is not None}
+    catalogs = {name: u.catalog for name, u in upstreams.items() if u.catalog is not None and not u.hidden}
     naming, servers = config.gateway.naming, config.servers
     tables = {ROOT: build_routing_table(list(servers.values()), naming, catalogs)}
     for name, namespace in config.namespaces.items():

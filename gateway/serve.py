@@ -22,7 +22,7 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 
 from gateway.config.model import GatewayConfig
-from gateway.http import build_app
+from gateway.http import build_app, status_app
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import Gateway
@@ -55,6 +55,8 @@ async def serve(config_path: Path, config: GatewayConfig, options: ServeOptions)
         if options.watch:
             tg.start_soon(watch_config, config_path, reloader.reload)
         if transport == "stdio":
+            if config.observability.status_port:
+                tg.start_soon(_serve_status, gateway, reloader, config.observability.status_port)
             stdin = _StdinLines()
 
             async def graceful() -> None:
@@ -133,6 +135,14 @@ async def _serve_http(gateway: Gateway, reloader: Reloader, options: ServeOption
         server.should_exit = True  # uvicorn stops accepting and lets open requests finish (bounded)
 
     tg.start_soon(_on_signals, stop, tg.cancel_scope.cancel)
+    await server.serve(sockets=[sock])
+
+
+async def _serve_status(gateway: Gateway, reloader: Reloader, port: int) -> None:
+    """In stdio mode, the status endpoints on a loopback side port (stdout carries MCP)."""
+    sock = _bind("127.0.0.1", port)
+    log.info("status on http://127.0.0.1:%d/health", sock.getsockname()[1])
+    server = _Uvicorn(uvicorn.Config(status_app(gateway, reloader), log_config=None, access_log=False, lifespan="off"))
     await server.serve(sockets=[sock])
 
 

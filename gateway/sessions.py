@@ -34,6 +34,9 @@ class SessionRegistry:
         self._by_endpoint: dict[str, weakref.WeakSet[Any]] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
 
+    def count(self) -> int:
+        return sum(len(connections) for connections in self._by_endpoint.values())
+
     def listen_handler(self, endpoint: str) -> ListenHandler:
         """The ``subscriptions/listen`` handler of ``endpoint`` (2026-07-28 clients)."""
         return ListenHandler(self._buses.setdefault(endpoint, InMemorySubscriptionBus()))

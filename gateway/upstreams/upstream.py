@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +29,8 @@ from gateway import __version__
 from gateway.config.model import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.inflight import InFlight
+from gateway.redact import REDACT
+from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.routing import Catalog
 from gateway.upstreams.transports import StderrTail, open_streams
 
@@ -55,12 +58,14 @@ class Status:
     last_error: str | None = None
     connects: int = 0
     protocol_version: str | None = None
+    latency_ms: float | None = None  # of the last request or ping that succeeded
 
 
 class Upstream:
     """A supervised connection to one upstream server and the last catalog it listed."""
 
     def __init__(self, config: ServerConfig, on_change: Callable[[], None] = lambda: None) -> None:
+        self.breaker = CircuitBreaker(config.circuit_breaker)
         self.config = config
         self.name = config.name
         self.catalog: Catalog | None = None
@@ -77,6 +82,38 @@ class Upstream:
         self._on_change = on_change
 
     # -- supervision -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: ServerConfig) -> None:
+        """A reload may change policies (timeouts, retries, breaker, health checks) but not the
+        connection: those take effect at once."""
+        self._config = config
+        self.breaker.policy = config.circuit_breaker
+
+    @property
+    def ready(self) -> bool:
+        return self.status.state is State.READY
+
+    @property
+    def hidden(self) -> bool:
+        """Its circuit is open and the config says to hide its tools meanwhile."""
+        return self.breaker.opened and self.config.circuit_breaker.on_open == "hide"
+
+    def report(self) -> dict[str, Any]:
+        """This upstream for ``/health/servers`` (the stderr tail is redacted by the caller's redactor)."""
+        circuit = self.breaker.state.value
+        status = "circuit_open" if circuit != "closed" else {"ready": "healthy"}.get(self.status.state.value,
+                                                                                      self.status.state.value)
+        return {"name": self.name, "status": status, "state": self.status.state.value,
+                "transport": self.config.transport, "protocol_version": self.status.protocol_version,
+                "latency": None if self.status.latency_ms is None else round(self.status.latency_ms, 1),
+                "last_error": self.status.last_error, "restarts": max(self.status.connects - 1, 0),
+                "circuit": {"state": circuit, "retry_after": round(self.breaker.retry_after(), 1)},
+                "in_flight": self.inflight.count, "stderr_tail": [REDACT(line) for line in self.stderr.lines][-10:]}
 
     async def run(self) -> None:
         """Connect, serve until the connection is lost, reconnect with backoff; until ``stop``."""
@@ -116,8 +153,7 @@ class Upstream:
                 self._publish(client, catalog)
                 self.first_attempt.set()
                 async with anyio.create_task_group() as tg:
-                    if self.config.health_check.enabled:
-                        tg.start_soon(self._ping_loop, client)
+                    tg.start_soon(self._ping_loop, client)
                     await self._lost.wait()
                     tg.cancel_scope.cancel()
                 self._down("connection lost" + (f"; stderr: {self.stderr.last()}" if self.stderr.last() else ""))
@@ -170,17 +206,41 @@ class Upstream:
         log.warning("unavailable: %s", reason, extra={"server": self.name})
 
     async def _ping_loop(self, client: Client) -> None:
+        """Health pings every ``interval``; while the circuit is open, a ping is also the probe that
+        may close it (a hidden server gets no calls that could probe it)."""
         while True:
-            await anyio.sleep(self.config.health_check.interval)
+            policy = self.config.health_check
+            await anyio.sleep(self.breaker.retry_after() if self.breaker.opened else policy.interval)
+            probing = self.breaker.opened
+            if (probing and not self.breaker.allow()) or not (probing or policy.enabled):
+                continue
+            started = time.perf_counter()
             try:
-                with anyio.fail_after(self.config.health_check.timeout):
+                with anyio.fail_after(policy.timeout):
                     await client.session.send_ping()
             except MCPError as exc:
-                if exc.code == METHOD_NOT_FOUND:
-                    continue  # 2026-07-28 servers have no ping; an answer is still an answer
-                self._connection_lost()
+                if exc.code != METHOD_NOT_FOUND:  # 2026-07-28 servers have no ping; an answer is an answer
+                    self._record(False)
+                    self._connection_lost()
+                    continue
             except (TimeoutError, *_TRANSPORT_ERRORS):
+                self._record(False)
                 self._connection_lost()
+                continue
+            self.status.latency_ms = (time.perf_counter() - started) * 1000
+            if probing:
+                self._record(True)
+
+    def _record(self, success: bool) -> None:
+        """Tell the breaker; when a hidden server's visibility flips, rebuild the tables."""
+        before = self.breaker.changes
+        self.breaker.record_success() if success else self.breaker.record_failure()
+        if self.breaker.changes != before:
+            state = self.breaker.state.value
+            log.warning("circuit %s: %s", state, describe(self.breaker), extra={"server": self.name}) \
+                if self.breaker.opened else log.info("circuit closed", extra={"server": self.name})
+            if self.config.circuit_breaker.on_open == "hide":
+                self._on_change()
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter, capped by ``retry.max_backoff``."""
@@ -197,31 +257,53 @@ class Upstream:
         (within its own timeout) instead of failing: the restart is usually quick, and the client
         should not see a crash that the gateway has already repaired.
         """
+        if not self.breaker.allow():
+            raise UpstreamUnavailable(self.name, self._failing())
+        healthy: bool | None = None  # what this request says about the server, once known
         try:
+            started = time.perf_counter()
             with anyio.fail_after(timeout), self.inflight.track():
                 if self._client is None and self._restarting:
                     await self._attempt_done.wait()
                 client = self._client
                 if client is None:
+                    healthy = False
                     raise UpstreamUnavailable(self.name, self.unavailable_reason())
-                return await operation(client)
+                result = await operation(client)
+            self.status.latency_ms = (time.perf_counter() - started) * 1000
+            healthy = True
+            return result
         except TimeoutError as exc:
+            healthy = False
             raise UpstreamTimeout(self.name, f"server '{self.name}' did not answer within {timeout:g}s") from exc
         except MCPError as exc:
-            if exc.code != CONNECTION_CLOSED:
+            healthy = exc.code != CONNECTION_CLOSED  # an error answer still means the server is alive
+            if healthy:
                 raise
             self._connection_lost()
             raise UpstreamUnavailable(self.name, self._stopped_because or (
                 f"server '{self.name}' closed the connection during the request" + self._stderr_note())) from exc
         except _TRANSPORT_ERRORS as exc:
+            healthy = False
             self._connection_lost()
             raise UpstreamUnavailable(self.name, f"server '{self.name}' failed: {type(exc).__name__}") from exc
+        finally:
+            if healthy is not None:
+                self._record(healthy)
+            elif self.breaker.probing:
+                self._record(False)  # a cancelled probe must not leave the circuit waiting forever
 
     def unavailable_reason(self) -> str:
         if self._stopped_because:
             return self._stopped_because
+        if self.breaker.opened:
+            return self._failing()
         why = self.status.last_error or ("still starting" if self.status.state is State.STARTING else "not connected")
         return f"server '{self.name}' is unavailable: {why}"
+
+    def _failing(self) -> str:
+        last = f" (last error: {self.status.last_error})" if self.status.last_error else ""
+        return f"server '{self.name}' is failing: {describe(self.breaker)}{last}"
 
     def _stderr_note(self) -> str:
         last = self.stderr.last()

@@ -1,0 +1,87 @@
+"""What operators see: Prometheus metrics and the health reports, read from the gateway's state.
+
+Counters and histograms are updated per request; everything that is a state (upstream up, circuit,
+restarts, config version, sessions) is read from the current snapshot at scrape time by a custom
+collector, so there is no second copy of the state to keep in sync. Each gateway has its own
+registry (no process-global metrics), which keeps tests and embedded gateways apart.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+REPLICA = socket.gethostname()
+
+
+class Metrics:
+    def __init__(self, gateway: "Gateway") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("mcp_proxy_requests", "MCP requests answered, by method, server and outcome.",
+                                ["method", "server", "outcome"], registry=self.registry)
+        self.latency = Histogram("mcp_proxy_latency_seconds", "Time to answer an MCP request.",
+                                 ["method", "server"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.reloads = Counter("mcpgw_reloads", "Configuration reloads, by outcome.", ["outcome"],
+                               registry=self.registry)
+        self.rate_limited = Counter("mcpgw_rate_limited", "Requests refused by a rate limit.", ["scope"],
+                                    registry=self.registry)
+        self.registry.register(_StateCollector(gateway))
+
+    def observe(self, method: str, server: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(method, server, outcome).inc()
+        self.latency.labels(method, server).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_CIRCUIT = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class _StateCollector(Collector):
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Any]:
+        snap = self.gateway.current
+        up = GaugeMetricFamily("mcpgw_upstream_up", "1 when the upstream is connected.", labels=["server"])
+        circuit = GaugeMetricFamily("mcpgw_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+                                    labels=["server"])
+        restarts = GaugeMetricFamily("mcpgw_upstream_restarts", "Reconnections since the upstream first connected.",
+                                     labels=["server"])
+        for name, upstream in snap.upstreams.items():
+            up.add_metric([name], 1.0 if upstream.ready else 0.0)
+            circuit.add_metric([name], _CIRCUIT[upstream.breaker.state.value])
+            restarts.add_metric([name], max(upstream.status.connects - 1, 0))
+        yield from (up, circuit, restarts)
+        info = GaugeMetricFamily("mcpgw_config_info", "The configuration in service.", labels=["version", "digest", "replica"])
+        info.add_metric([str(snap.version), snap.digest, REPLICA], 1.0)
+        yield info
+        yield GaugeMetricFamily("mcpgw_sessions_active", "Handshake-era client connections known to the gateway.",
+                                value=self.gateway.sessions.count())
+
+
+def health_report(gateway: "Gateway", last_rejected: Any = None) -> dict[str, Any]:
+    """``GET /health``: the summary a load balancer or a person glances at."""
+    ready, total = gateway.counts()
+    snap = gateway.current
+    return {
+        "status": "healthy" if ready == total else "degraded" if ready else "unhealthy",
+        "replica": REPLICA,
+        "servers": {"connected": ready, "healthy": ready, "total": total},
+        "config": {"version": snap.version, "digest": snap.digest, "loaded_at": snap.loaded_at,
+                   "last_rejected": {"at": last_rejected.at, "error": last_rejected.error} if last_rejected else None},
+    }
+
+
+def servers_report(gateway: "Gateway") -> dict[str, Any]:
+    """``GET /health/servers``: one entry per upstream, for diagnosis."""
+    return {"servers": [upstream.report() for upstream in gateway.current.upstreams.values()]}
