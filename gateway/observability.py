@@ -15,8 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.redact import REDACT
+
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
+    from gateway.upstreams.upstream import Upstream
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 REPLICA = socket.gethostname()
@@ -84,4 +87,18 @@ def health_report(gateway: "Gateway", last_rejected: Any = None) -> dict[str, An
 
 def servers_report(gateway: "Gateway") -> dict[str, Any]:
     """``GET /health/servers``: one entry per upstream, for diagnosis."""
-    return {"servers": [upstream.report() for upstream in gateway.current.upstreams.values()]}
+    return {"servers": [_server_report(upstream) for upstream in gateway.current.upstreams.values()]}
+
+
+def _server_report(upstream: "Upstream") -> dict[str, Any]:
+    circuit = upstream.breaker.state.value
+    state = upstream.status.state.value
+    status = "circuit_open" if circuit != "closed" else "healthy" if state == "ready" else state
+    latency = upstream.status.latency_ms
+    return {"name": upstream.name, "status": status, "state": state, "transport": upstream.config.transport,
+            "protocol_version": upstream.status.protocol_version,
+            "latency": None if latency is None else round(latency, 1), "last_error": upstream.status.last_error,
+            "restarts": max(upstream.status.connects - 1, 0),
+            "circuit": {"state": circuit, "retry_after": round(upstream.breaker.retry_after(), 1)},
+            "in_flight": upstream.inflight.count,
+            "stderr_tail": [REDACT(line) for line in list(upstream.stderr.lines)[-10:]]}

@@ -153,7 +153,7 @@ def test_unquoted_reference_is_retyped_quoted_stays_a_string() -> None:
         result = load(text.format(port=quoted), {"PORT": "8080"})
         assert result.config is None
         assert rendered(result) == [
-            f'gw.yaml:4:11: /gateway/http/port: expected an integer, got a string "${{PORT}}" (write it without quotes)']
+            'gw.yaml:4:11: /gateway/http/port: expected an integer, got a string "${PORT}" (write it without quotes)']
 
 
 def test_retyping_follows_yaml_1_2() -> None:

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from gateway.config import pointer as ptr
-from gateway.config.model import GatewayConfig, NameFilter, Secret, ServerConfig, ToolRules
+from gateway.config.model import GatewayConfig, NameFilter, Secret, ToolRules
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import anyio
 import httpx2
@@ -29,15 +29,14 @@ from gateway import __version__
 from gateway.config.model import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.inflight import InFlight
-from gateway.redact import REDACT
-from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.routing import Catalog
+from gateway.upstreams.breaker import CircuitBreaker, describe
+from gateway.upstreams.connection import Streams, describe_failure, list_catalog, watched
 from gateway.upstreams.transports import StderrTail, open_streams
 
 log = logging.getLogger("mcpgw.upstream")
 
 T = TypeVar("T")
-MAX_LIST_PAGES = 100  # a paginator that never ends cannot hang a listing
 _CLIENT_INFO = types.Implementation(name="mcpgw", version=__version__)
 _TRANSPORT_ERRORS = (OSError, httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError,
                      anyio.EndOfStream)
@@ -103,18 +102,6 @@ class Upstream:
         """Its circuit is open and the config says to hide its tools meanwhile."""
         return self.breaker.opened and self.config.circuit_breaker.on_open == "hide"
 
-    def report(self) -> dict[str, Any]:
-        """This upstream for ``/health/servers`` (the stderr tail is redacted by the caller's redactor)."""
-        circuit = self.breaker.state.value
-        status = "circuit_open" if circuit != "closed" else {"ready": "healthy"}.get(self.status.state.value,
-                                                                                      self.status.state.value)
-        return {"name": self.name, "status": status, "state": self.status.state.value,
-                "transport": self.config.transport, "protocol_version": self.status.protocol_version,
-                "latency": None if self.status.latency_ms is None else round(self.status.latency_ms, 1),
-                "last_error": self.status.last_error, "restarts": max(self.status.connects - 1, 0),
-                "circuit": {"state": circuit, "retry_after": round(self.breaker.retry_after(), 1)},
-                "in_flight": self.inflight.count, "stderr_tail": [REDACT(line) for line in self.stderr.lines][-10:]}
-
     async def run(self) -> None:
         """Connect, serve until the connection is lost, reconnect with backoff; until ``stop``."""
         with anyio.CancelScope() as self._scope:
@@ -169,8 +156,8 @@ class Upstream:
         """A connected, initialized client; only getting there is bounded by ``connect_timeout``."""
         connected = False
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
-            async with _watched(open_streams(self.config, self.stderr), self._connection_lost) as streams, \
-                    Client(_Streams(streams), mode="auto", cache=None, client_info=_CLIENT_INFO) as client:
+            async with watched(open_streams(self.config, self.stderr), self._connection_lost) as streams, \
+                    Client(Streams(streams), mode="auto", cache=None, client_info=_CLIENT_INFO) as client:
                 scope.deadline = math.inf
                 connected = True
                 yield client
@@ -308,84 +295,3 @@ class Upstream:
     def _stderr_note(self) -> str:
         last = self.stderr.last()
         return f" (last stderr line: {last})" if last else ""
-
-
-class _Streams:
-    """A Transport (async context manager of two streams) around streams that are already open."""
-
-    def __init__(self, streams: tuple[Any, Any]) -> None:
-        self.streams = streams
-
-    async def __aenter__(self) -> tuple[Any, Any]:
-        return self.streams
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-@asynccontextmanager
-async def _watched(opener: Any, on_eof: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
-    """The transport's streams, with the read side relayed so that its end (EOF) calls ``on_eof``."""
-    async with opener as (read, write):
-        send, receive = anyio.create_memory_object_stream[Any](0)
-
-        async def relay() -> None:
-            try:
-                async with send:
-                    async for item in read:
-                        await send.send(item)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-            finally:
-                on_eof()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(relay)
-            try:
-                yield receive, write
-            finally:
-                tg.cancel_scope.cancel()
-
-
-async def list_catalog(client: Client) -> Catalog:
-    """Everything the upstream offers, following pagination, skipping what it does not support."""
-    caps = client.server_capabilities
-    session = client.session
-
-    async def pages(fetch: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]], field: str) -> tuple:
-        items: list[Any] = []
-        cursor: str | None = None
-        for _ in range(MAX_LIST_PAGES):
-            result = await fetch(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-            items.extend(getattr(result, field))
-            cursor = result.next_cursor
-            if not cursor:
-                break
-        return tuple(items)
-
-    return Catalog(
-        tools=await pages(lambda p: session.list_tools(params=p), "tools") if caps.tools else (),
-        prompts=await pages(lambda p: session.list_prompts(params=p), "prompts") if caps.prompts else (),
-        resources=await pages(lambda p: session.list_resources(params=p), "resources") if caps.resources else (),
-        resource_templates=(await pages(lambda p: session.list_resource_templates(params=p), "resource_templates")
-                            if caps.resources else ()),
-    )
-
-
-def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
-    """One line saying why connecting failed, for logs, status and client errors (no secrets:
-    exception texts of the SDK and httpx name URLs and commands, not headers or env values)."""
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return describe_failure(exc.exceptions[0], stderr)
-    if isinstance(exc, TimeoutError):
-        text = "timed out while connecting"
-    elif isinstance(exc, FileNotFoundError):
-        text = f"command not found: {exc.filename or exc}"
-    elif isinstance(exc, MCPError):
-        text = f"{exc.message} (code {exc.code})"
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    last = stderr.last()
-    return text + (f"; stderr: {last}" if last else "")
-
-

@@ -1,0 +1,96 @@
+"""Helpers around one SDK client connection: the streams it runs on, the end of the read side,
+listing what the server offers, and saying why connecting failed."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from gateway.routing import Catalog
+from gateway.upstreams.transports import StderrTail
+
+MAX_LIST_PAGES = 100  # a paginator that never ends cannot hang a listing
+
+
+class Streams:
+    """A Transport (async context manager of two streams) around streams that are already open."""
+
+    def __init__(self, streams: tuple[Any, Any]) -> None:
+        self.streams = streams
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        return self.streams
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@asynccontextmanager
+async def watched(opener: Any, on_eof: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    """The transport's streams, with the read side relayed so that its end (EOF) calls ``on_eof``."""
+    async with opener as (read, write):
+        send, receive = anyio.create_memory_object_stream[Any](0)
+
+        async def relay() -> None:
+            try:
+                async with send:
+                    async for item in read:
+                        await send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            finally:
+                on_eof()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay)
+            try:
+                yield receive, write
+            finally:
+                tg.cancel_scope.cancel()
+
+
+async def list_catalog(client: Client) -> Catalog:
+    """Everything the upstream offers, following pagination, skipping what it does not support."""
+    caps = client.server_capabilities
+    session = client.session
+
+    async def pages(fetch: Callable[[types.PaginatedRequestParams | None], Awaitable[Any]], field: str) -> tuple:
+        items: list[Any] = []
+        cursor: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            result = await fetch(types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+            items.extend(getattr(result, field))
+            cursor = result.next_cursor
+            if not cursor:
+                break
+        return tuple(items)
+
+    return Catalog(
+        tools=await pages(lambda p: session.list_tools(params=p), "tools") if caps.tools else (),
+        prompts=await pages(lambda p: session.list_prompts(params=p), "prompts") if caps.prompts else (),
+        resources=await pages(lambda p: session.list_resources(params=p), "resources") if caps.resources else (),
+        resource_templates=(await pages(lambda p: session.list_resource_templates(params=p), "resource_templates")
+                            if caps.resources else ()),
+    )
+
+
+def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
+    """One line saying why connecting failed, for logs, status and client errors (no secrets:
+    exception texts of the SDK and httpx name URLs and commands, not headers or env values)."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return describe_failure(exc.exceptions[0], stderr)
+    if isinstance(exc, TimeoutError):
+        text = "timed out while connecting"
+    elif isinstance(exc, FileNotFoundError):
+        text = f"command not found: {exc.filename or exc}"
+    elif isinstance(exc, MCPError):
+        text = f"{exc.message} (code {exc.code})"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    last = stderr.last()
+    return text + (f"; stderr: {last}" if last else "")
