@@ -186,3 +186,20 @@ async def test_stdio_gateway_serves_status_on_a_side_port_and_mcpgw_status_reads
             assert re.search(r"^alpha\s+healthy\s+\S+ms\s+0\s+closed", shown.stdout, re.M)
     gone = subprocess.run([MCPGW, "status", "--url", f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
     assert gone.returncode == 2 and "no status at" in gone.stderr
+
+
+async def test_an_http_session_the_upstream_forgot_is_re_established_transparently(tmp_path: Path) -> None:
+    from upstreams import running_upstream
+
+    with anyio.fail_after(WAIT):
+        async with running_upstream("remote", transport="http") as upstream:
+            path = write_config(tmp_path, config({"remote": {"url": upstream.url, "protocol": "2025-11-25"}}))
+            async with gateway_http(path) as gw, Client(gw.url) as client:
+                assert text(await client.call_tool("remote__forget_sessions", {})) == "forgetting"
+                while "FORGOT sessions" not in upstream.stderr():
+                    await anyio.sleep(0.02)  # polling the upstream's log, bounded by fail_after
+                again = await client.call_tool("remote__whoami", {})  # refused with 404, re-sent
+                assert not again.is_error and text(again) == "remote"
+                (report,) = (await get(gw, "/health/servers")).json()["servers"]
+                assert report["protocol_version"] == "2025-11-25" and report["restarts"] == 1
+                assert "no longer knows our session; re-initializing" in gw.stderr()

@@ -172,6 +172,7 @@ class ServerConfig:
     url: Optional[str] = None
     headers: Mapping[str, Secret] = field(default_factory=_frozen_map)
     auth: Optional[UpstreamAuth] = None
+    protocol: Literal["auto", "2025-11-25", "2026-07-28"] = "auto"
     session: Literal["shared", "per_client"] = "shared"
     connect_timeout: Duration = 30.0
     timeout: Duration = 60.0

@@ -48,7 +48,7 @@ def connection_fingerprint(server: ServerConfig) -> str:
     reconnects; the hash is never shown anywhere."""
     auth = server.auth
     spec = {
-        "transport": server.transport, "command": server.command, "args": list(server.args), "cwd": server.cwd,
+        "transport": server.transport, "protocol": server.protocol, "command": server.command, "args": list(server.args), "cwd": server.cwd,
         "env": {k: v.reveal() for k, v in server.env.items()}, "url": server.url,
         "headers": {k: v.reveal() for k, v in server.headers.items()},
         "auth": None if auth is None else {

@@ -23,7 +23,7 @@ import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND
 
 from gateway import __version__
 from gateway.config.model import ServerConfig
@@ -38,6 +38,7 @@ log = logging.getLogger("mcpgw.upstream")
 
 T = TypeVar("T")
 _CLIENT_INFO = types.Implementation(name="mcpgw", version=__version__)
+_MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}  # servers.<name>.protocol
 _TRANSPORT_ERRORS = (OSError, httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError,
                      anyio.EndOfStream)
 
@@ -157,7 +158,8 @@ class Upstream:
         connected = False
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
             async with watched(open_streams(self.config, self.stderr), self._connection_lost) as streams, \
-                    Client(Streams(streams), mode="auto", cache=None, client_info=_CLIENT_INFO) as client:
+                    Client(Streams(streams), mode=_MODES[self.config.protocol], cache=None,
+                           client_info=_CLIENT_INFO) as client:
                 scope.deadline = math.inf
                 connected = True
                 yield client
@@ -250,16 +252,13 @@ class Upstream:
         try:
             started = time.perf_counter()
             with anyio.fail_after(timeout), self.inflight.track():
-                if self._client is None and self._restarting:
-                    await self._attempt_done.wait()
-                client = self._client
-                if client is None:
-                    healthy = False
-                    raise UpstreamUnavailable(self.name, self.unavailable_reason())
-                result = await operation(client)
+                result = await self._on_live_session(operation)
             self.status.latency_ms = (time.perf_counter() - started) * 1000
             healthy = True
             return result
+        except UpstreamUnavailable:
+            healthy = False
+            raise
         except TimeoutError as exc:
             healthy = False
             raise UpstreamTimeout(self.name, f"server '{self.name}' did not answer within {timeout:g}s") from exc
@@ -280,6 +279,25 @@ class Upstream:
             elif self.breaker.probing:
                 self._record(False)  # a cancelled probe must not leave the circuit waiting forever
 
+    async def _on_live_session(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``operation`` on the session, waiting for a restart in progress. An HTTP server that
+        no longer knows our session (it expired, or the server restarted) refused the request
+        before running it, so the session is re-established and the request sent once more."""
+        for attempt in (1, 2):
+            if self._client is None and self._restarting:
+                await self._attempt_done.wait()
+            client = self._client
+            if client is None:
+                raise UpstreamUnavailable(self.name, self.unavailable_reason())
+            try:
+                return await operation(client)
+            except MCPError as exc:
+                if attempt == 2 or not _session_expired(exc):
+                    raise
+                log.info("the server no longer knows our session; re-initializing", extra={"server": self.name})
+                self._connection_lost()
+        raise AssertionError("unreachable")
+
     def unavailable_reason(self) -> str:
         if self._stopped_because:
             return self._stopped_because
@@ -295,3 +313,10 @@ class Upstream:
     def _stderr_note(self) -> str:
         last = self.stderr.last()
         return f" (last stderr line: {last})" if last else ""
+
+
+def _session_expired(exc: MCPError) -> bool:
+    """How a 404 for our session id reaches us: the SDK's client turns it into INVALID_REQUEST with
+    the server's own message ("Session not found" from Python servers) or "Session terminated"
+    when the body has none. The HTTP status itself is not passed on, hence the message test."""
+    return exc.code == INVALID_REQUEST and "session" in exc.message.lower()
