@@ -29,6 +29,7 @@ from gateway.runtime import Gateway
 from gateway.sources.file import watch_config
 
 log = logging.getLogger("mcpgw")
+BACKLOG = 2048
 FLUSH_TIMEOUT = 5.0  # after draining, how long answers may take to reach stdout before we stop anyway
 
 
@@ -151,6 +152,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(BACKLOG)  # now, not when uvicorn starts: "listening on" must be true when it is logged
     sock.set_inheritable(True)
     return sock
 
