@@ -98,6 +98,8 @@ class Gateway:
             for upstream in started:
                 self.pool.discard(upstream, "the configuration reload that started it was rejected")
             raise ReloadRejected(f"could not start {len(failed)} server(s): {reasons}")
+        for name, (upstream, _) in acquired.items():
+            upstream.config = config.servers[name]  # policies (timeouts, retries, breaker) take effect now
         new = self._snapshot(old.version + 1, config, {name: u for name, (u, _) in acquired.items()})
         self._install(new)
         kept = set(map(id, new.upstreams.values()))

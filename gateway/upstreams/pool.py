@@ -32,12 +32,12 @@ class UpstreamPool:
             await anyio.sleep_forever()
 
     def acquire(self, server: ServerConfig) -> tuple[Upstream, bool]:
-        """The upstream for ``server``: the running one if its connection is unchanged (taking the new
-        policies: timeouts, retries, health checks), else a new one, started now. True if new."""
+        """The upstream for ``server``: the running one if its connection is unchanged (the caller
+        hands it the new policies once the configuration is in service), else a new one, started
+        now. True if new."""
         key = (server.name, connection_fingerprint(server))
         existing = self._upstreams.get(key)
         if existing is not None:
-            existing.config = server
             return existing, False
         assert self._tg is not None, "the pool is not running"
         upstream = Upstream(server, self._on_change)
