@@ -12,14 +12,16 @@ Import as ``from gateway_harness import ...`` (``tests/`` is on ``sys.path`` und
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
@@ -30,6 +32,18 @@ MCPGW = str(Path(sys.executable).with_name("mcpgw"))
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+async def eventually(condition: Callable[[], Any], poll: float = 0.02) -> Any:
+    """Wait until ``condition()`` (sync or async) is truthy and return it. Only for states that
+    announce themselves nowhere but in a log or a status page; the caller's ``fail_after`` bounds it."""
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        await anyio.sleep(poll)
 
 
 def write_config(directory: Path, text: str, name: str = "proxy.yaml") -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from gateway_harness import MCPGW, gateway_http, gateway_stdio, process_alive, stop, write_config
+from gateway_harness import MCPGW, eventually, gateway_http, gateway_stdio, process_alive, stop, write_config
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -279,16 +279,10 @@ async def test_sigterm_lets_an_http_call_in_flight_finish(tmp_path: Path) -> Non
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(call)
-                    await _until_logged(gw, "STARTED slow", client)
+                    await eventually(lambda: "STARTED slow" in gw.stderr())
                     gw.process.terminate()
             assert answers == ["done"]
             assert await gw.process.wait() == 0  # it stops by itself once the client has gone
-
-
-async def _until_logged(gw: Any, line: str, client: Client) -> None:
-    """Wait (bounded by the caller) until the upstream has started the call: its stderr reaches our log."""
-    while line not in gw.stderr():
-        await anyio.sleep(0.02)
 
 
 async def test_sigterm_over_stdio_drains_the_call_in_flight_then_stops(tmp_path: Path) -> None:
@@ -305,8 +299,7 @@ async def test_sigterm_over_stdio_drains_the_call_in_flight_then_stops(tmp_path:
         process = await anyio.open_process([MCPGW, "serve", str(path)], stderr=stderr, cwd=str(tmp_path))
         assert process.stdin and process.stdout
         await process.stdin.send("".join(json.dumps(m) + "\n" for m in messages).encode())
-        while "STARTED slow" not in stderr_path.read_text():
-            await anyio.sleep(0.02)  # polling the log, bounded by fail_after
+        await eventually(lambda: "STARTED slow" in stderr_path.read_text())
         process.terminate()
         replies = [json.loads(line) for line in (await _read_all(process.stdout)).splitlines() if line.strip()]
         assert await process.wait() == 0

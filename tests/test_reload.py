@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from gateway_harness import gateway_http, process_alive, write_config
+from gateway_harness import eventually, gateway_http, process_alive, write_config
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from upstreams import fixture_args
@@ -73,10 +73,11 @@ async def health(gw: Any) -> dict[str, Any]:
 
 
 async def until_health(gw: Any, check: Any) -> dict[str, Any]:
-    """Poll /health (bounded by the caller's fail_after) until ``check(report)`` holds."""
-    while not check(report := await health(gw)):
-        await anyio.sleep(0.05)
-    return report
+    """The /health report once ``check(report)`` holds."""
+    async def report() -> Any:
+        current = await health(gw)
+        return current if check(current) else None
+    return await eventually(report)
 
 
 async def test_a_saved_edit_adds_a_server_keeps_the_unchanged_one_and_tells_clients(tmp_path: Path) -> None:
@@ -123,8 +124,8 @@ async def test_a_changed_command_reconnects_and_a_removed_server_is_stopped(tmp_
             assert int(text(await client.call_tool("alpha__pid", {}))) != alpha_pid
             with pytest.raises(MCPError, match="unknown tool 'beta__pid'"):
                 await client.call_tool("beta__pid", {})
-            while process_alive(alpha_pid) or process_alive(beta_pid):
-                await anyio.sleep(0.05)  # both retired: stopped once their calls in flight are done
+            # both retired: stopped once their calls in flight are done
+            await eventually(lambda: not process_alive(alpha_pid) and not process_alive(beta_pid))
 
 
 async def test_an_invalid_save_is_rejected_and_the_running_config_keeps_serving(tmp_path: Path) -> None:
@@ -160,8 +161,7 @@ async def test_an_edit_that_changes_nothing_is_skipped_and_announces_nothing(tmp
         async with gateway_http(path) as gw, Client(gw.url, mode="legacy", message_handler=seen.handler) as client:
             await client.list_tools()  # registers this session for announcements
             replace_file(path, "# only a comment changed\n" + config({"alpha": server("alpha")}))
-            while "configuration unchanged" not in gw.stderr():
-                await anyio.sleep(0.05)
+            await eventually(lambda: "configuration unchanged" in gw.stderr())
             assert (await health(gw))["config"]["version"] == 1
             assert seen.pending() == []
 
@@ -211,8 +211,7 @@ async def test_a_call_in_flight_on_a_removed_server_finishes(tmp_path: Path) -> 
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow_call)
-                while "STARTED slow" not in gw.stderr():
-                    await anyio.sleep(0.02)
+                await eventually(lambda: "STARTED slow" in gw.stderr())
                 replace_file(path, config({"alpha": server("alpha")}))
                 assert await seen.next() == "notifications/tools/list_changed"
             assert answers == ["done"]

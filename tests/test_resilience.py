@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from gateway_harness import MCPGW, gateway_http, gateway_stdio, write_config
+from gateway_harness import MCPGW, eventually, gateway_http, gateway_stdio, write_config
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from upstreams import FIXTURE, fixture_args
@@ -85,8 +85,7 @@ async def test_a_call_over_its_timeout_is_cancelled_at_the_upstream(tmp_path: Pa
         async with gateway_http(path) as gw, Client(gw.url) as client:
             result = await client.call_tool("alpha__slow", {"seconds": 20})
             assert result.is_error and "did not answer within 0.3s" in text(result)
-            while "CANCELLED slow" not in gw.stderr():
-                await anyio.sleep(0.05)  # the upstream logs that its work was cancelled
+            await eventually(lambda: "CANCELLED slow" in gw.stderr())  # the upstream logs it
 
 
 async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(tmp_path: Path) -> None:
@@ -99,8 +98,9 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(tmp_pa
             fast = await client.call_tool("alpha__whoami", {})
             assert fast.is_error and "server 'alpha' is failing: circuit open after 2 consecutive failures" in text(fast)
             assert metric((await get(gw, "/metrics")).text, "mcpgw_circuit_state", server="alpha") == 2
-            while (await get(gw, "/health/servers")).json()["servers"][0]["circuit"]["state"] == "open":
-                await anyio.sleep(0.05)  # the cooldown is time: wait for it, bounded
+            async def cooled_down() -> bool:  # the cooldown is time: its end shows on the status page
+                return (await get(gw, "/health/servers")).json()["servers"][0]["circuit"]["state"] != "open"
+            await eventually(cooled_down)
             assert text(await client.call_tool("alpha__whoami", {})) == "alpha"  # the probe
             assert (await get(gw, "/health/servers")).json()["servers"][0]["circuit"]["state"] == "closed"
 
@@ -144,8 +144,7 @@ async def test_a_call_cut_off_by_a_crash_is_retried_only_when_safe(tmp_path: Pat
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                while "STARTED slow" not in gw.stderr():
-                    await anyio.sleep(0.02)
+                await eventually(lambda: "STARTED slow" in gw.stderr())
                 os.kill(pid, signal.SIGKILL)
             (result,) = outcome
             if retry_tool_calls:
@@ -196,8 +195,7 @@ async def test_an_http_session_the_upstream_forgot_is_re_established_transparent
             path = write_config(tmp_path, config({"remote": {"url": upstream.url, "protocol": "2025-11-25"}}))
             async with gateway_http(path) as gw, Client(gw.url) as client:
                 assert text(await client.call_tool("remote__forget_sessions", {})) == "forgetting"
-                while "FORGOT sessions" not in upstream.stderr():
-                    await anyio.sleep(0.02)  # polling the upstream's log, bounded by fail_after
+                await eventually(lambda: "FORGOT sessions" in upstream.stderr())
                 again = await client.call_tool("remote__whoami", {})  # refused with 404, re-sent
                 assert not again.is_error and text(again) == "remote"
                 (report,) = (await get(gw, "/health/servers")).json()["servers"]
