@@ -22,6 +22,7 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 
 from gateway.config.model import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.http import build_app, status_app
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
@@ -44,10 +45,17 @@ class ServeOptions:
     watch: bool = True
 
 
+class NotEnforced(GatewayError):
+    """A security setting is configured that this version cannot enforce: serving would look safe and not be."""
+
+
 async def serve(config_path: Path, config: GatewayConfig, options: ServeOptions) -> None:
+    transport = options.transport or config.gateway.transport
+    if transport != "stdio" and config.auth is not None:
+        raise NotEnforced("`auth` is configured, but this version does not enforce it yet: refusing to serve HTTP "
+                          "with it (remove `auth` to serve without credentials, bound to a trusted network)")
     gateway = Gateway(config)
     reloader = Reloader(gateway, config_path)
-    transport = options.transport or config.gateway.transport
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
         ready, total = gateway.counts()

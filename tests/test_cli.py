@@ -52,13 +52,10 @@ servers:
 
 WARNING_ONLY = """\
 version: 1
-gateway:
-  transport: streamable-http
-  http:
-    session_signing_key: this-is-a-literal-signing-key-0123456789
 servers:
-  time:
-    command: uvx
+  docs:
+    url: http://127.0.0.1:9/mcp
+    auth: {type: bearer, token: this-is-a-literal-token}
 """
 
 
@@ -139,8 +136,14 @@ servers:
     args: [-m, gateway.demo]
 """
 
+SERVE_WITH_AUTH = SERVE + """\
+auth:
+  api_keys: [{name: ci, key: a-key-long-enough-123}]
+"""
+
 FILES = {
     "serve.yaml": SERVE,
+    "serve-auth.yaml": SERVE_WITH_AUTH,
     "recursive-alias.yaml": RECURSIVE_ALIAS,
     "valid.yaml": VALID,
     "invalid.yaml": INVALID,
@@ -180,6 +183,7 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "serve-invalid": (("serve", "invalid.yaml"), {}),
     "serve-missing": (("serve", "missing.yaml"), {}),
     "serve-help": (("serve", "--help"), {}),
+    "serve-auth-http": (("serve", "serve-auth.yaml", "--transport", "streamable-http", "--port", "0"), {}),
 }
 
 
@@ -239,7 +243,7 @@ def test_warnings_alone_exit_0(cli: Cli) -> None:
     result = cli("warn")
     assert result.returncode == 0, result.stdout
     assert result.stdout == (
-        "warn.yaml:5:26: /gateway/http/session_signing_key: warning: a secret is written into the file "
+        "warn.yaml:5:33: /servers/docs/auth/token: warning: a secret is written into the file "
         "(reference it: ${VAR} or ${file:/run/secrets/name})\n"
         "warn.yaml: valid: 1 server, 0 namespaces, 1 warning\n"
     )
@@ -409,3 +413,10 @@ def test_serve_help_names_the_transports(cli: Cli) -> None:
     result = cli("serve-help")
     assert result.returncode == 0
     assert "--transport" in result.stdout and "streamable-http" in result.stdout
+
+
+def test_serve_refuses_http_with_auth_it_cannot_enforce_yet(cli: Cli) -> None:
+    result = cli("serve-auth-http")
+    assert result.returncode == 1
+    assert "refusing to serve HTTP" in result.stderr and "not enforced yet" in result.stderr
+

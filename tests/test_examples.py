@@ -18,8 +18,10 @@ ENV = {
 
 
 def load(name: str) -> GatewayConfig:
+    """An example's model. Its only problems may be the warnings that a setting it shows is not
+    enforced yet (the examples show the whole contract, ahead of the code)."""
     result = check_file(EXAMPLES / name, ENV)
-    assert result.problems == (), [p.render() for p in result.problems]
+    assert [p.render() for p in result.problems if p.code != "not-supported-yet"] == []
     assert result.config is not None
     return result.config
 

@@ -213,12 +213,35 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
             yield Finding(f"{base}/deny/{i}", "allow-deny", f"`{_shown(pattern)}` is both allowed and denied (deny wins)", severity="warning")
 
 
+NOT_ENFORCED_YET = {
+    "/auth": "`auth` is not enforced yet: `mcpgw serve` refuses to serve HTTP while it is configured",
+    "/rate_limits": "`rate_limits` are not enforced yet",
+    "/cors": "`cors` is not applied yet: browsers from other origins get no CORS headers",
+    "/sources": "`sources` are not read yet: only the servers in this file are served",
+    "/observability/audit": "the audit log is not written yet",
+    "/gateway/http/tls": "`tls` is not supported yet: serve behind a TLS-terminating proxy",
+    "/gateway/http/session_signing_key": "signed sessions are not supported yet: sessions live in one process",
+}
+
+
 def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
-    """Settings the contract has but this version does not act on yet: say so instead of ignoring them."""
+    """Settings the contract has but this version does not act on yet: say so instead of ignoring
+    them silently (a security setting that is not enforced must never look as if it were)."""
+    present = {"/auth": config.auth, "/rate_limits": config.rate_limits, "/cors": config.cors,
+               "/sources": config.sources, "/observability/audit": config.observability.audit,
+               "/gateway/http/tls": config.gateway.http.tls,
+               "/gateway/http/session_signing_key": config.gateway.http.session_signing_key}
+    for pointer, value in present.items():
+        if value:
+            yield Finding(pointer, "not-supported-yet", NOT_ENFORCED_YET[pointer], severity="warning", at_key=True)
     for name, server in config.servers.items():
         if server.session == "per_client":
             yield Finding(f"/servers/{name}/session", "not-supported-yet",
                           "per-client upstream sessions are not supported yet: one session is shared by all clients",
+                          severity="warning")
+        if server.auth is not None and server.auth.type != "bearer":
+            yield Finding(f"/servers/{name}/auth/type", "not-supported-yet",
+                          f"upstream auth `{server.auth.type}` is not supported yet: no credentials are sent",
                           severity="warning")
 
 
