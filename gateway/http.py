@@ -53,8 +53,10 @@ class _Managers:
             tg.cancel_scope.cancel()
 
     async def get(self, endpoint: str) -> StreamableHTTPSessionManager | None:
-        if endpoint not in self.gateway.current.endpoints():
+        if endpoint != ROOT and endpoint not in self.gateway.current.config.namespaces:
             return None
+        if (manager := self._managers.get(endpoint)) is not None:
+            return manager  # every request but an endpoint's first: no lock on the request path
         async with self._lock:
             if endpoint not in self._managers:
                 manager = StreamableHTTPSessionManager(

@@ -201,3 +201,16 @@ async def test_an_http_session_the_upstream_forgot_is_re_established_transparent
                 (report,) = (await get(gw, "/health/servers")).json()["servers"]
                 assert report["protocol_version"] == "2025-11-25" and report["restarts"] == 1
                 assert "no longer knows our session; re-initializing" in gw.stderr()
+
+
+async def test_a_secret_in_a_failing_servers_stderr_reaches_neither_clients_nor_status(tmp_path: Path) -> None:
+    leaky = {"command": sys.executable, "env": {"API_TOKEN": "tok-LEAK-445566"}, "connect_timeout": "5s",
+             "args": ["-c", "import os, sys; print('bad token', os.environ['API_TOKEN'], file=sys.stderr); sys.exit(1)"]}
+    path = write_config(tmp_path, config({"alpha": server("alpha"), "leaky": leaky}))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw, Client(gw.url) as client:
+            result = await client.call_tool("leaky__anything", {})
+            assert result.is_error and "bad token ***" in text(result)
+            status = (await get(gw, "/health/servers")).text
+            assert "bad token ***" in status
+            assert "tok-LEAK-445566" not in text(result) + status + gw.stderr()

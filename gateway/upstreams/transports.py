@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from gateway.config.model import ServerConfig
+from gateway.redact import REDACT
 
 log = logging.getLogger("mcpgw.upstream")
 
@@ -114,5 +115,5 @@ def _pump_stderr(fd: int, server: str, tail: StderrTail) -> None:
             if not chunk.endswith(b"\n"):
                 while (rest := pipe.readline(STDERR_LINE_LIMIT)) and not rest.endswith(b"\n"):
                     pass  # drop the remainder of an over-long line
-            tail.lines.append(line)
+            tail.lines.append(REDACT(line))  # masked once, here: the tail feeds errors, status and logs
             log.info("%s", line, extra={"server": server, "stream": "stderr"})

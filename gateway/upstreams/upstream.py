@@ -29,6 +29,7 @@ from gateway import __version__
 from gateway.config.model import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.inflight import InFlight
+from gateway.redact import REDACT
 from gateway.routing import Catalog
 from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.upstreams.connection import Streams, describe_failure, list_catalog, watched
@@ -191,7 +192,7 @@ class Upstream:
     def _down(self, reason: str) -> None:
         self._client = None
         self.status.state = State.DOWN
-        self.status.last_error = reason
+        self.status.last_error = REDACT(reason)  # shown in /health/servers and in errors to clients
         log.warning("unavailable: %s", reason, extra={"server": self.name})
 
     async def _ping_loop(self, client: Client) -> None:
