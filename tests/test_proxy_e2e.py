@@ -100,7 +100,9 @@ async def test_tool_metadata_crosses_unchanged(tmp_path: Path) -> None:
     assert proxied.title == "Annotated Tool" and proxied.output_schema and proxied.meta
 
 
-BASIC_TOOLS = {"whoami", "pid", "echo", "add", "slow", "fail", "crash", "progress", "log", "annotated"}
+BASIC_TOOLS = {"whoami", "pid", "header", "forget_sessions", "echo", "add", "slow", "fail", "crash", "progress", "log",
+               "annotated", "sample", "ask", "roots", "touch", "add_tool", "remove_tool", "noop_list_changed",
+               "slow_progress", "log_levels"}
 
 
 async def test_names_clients_reject_are_made_valid_and_still_route(tmp_path: Path) -> None:
