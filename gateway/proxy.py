@@ -9,22 +9,30 @@ for the other methods. Errors the upstream itself returned pass through unchange
 
 from __future__ import annotations
 
+import logging
 import time
 from fnmatch import fnmatchcase
 from typing import Any, Awaitable, Callable, TypeVar
 
 import anyio
 import mcp_types as types
+from mcp.client._input_required import run_input_required_driver
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__
+from gateway.caller import Caller, ClientCannotAnswer, connection_of
+from gateway.parked import PREFIX as PARKED
+from gateway.parked import ParkedCall, ParkedCalls
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.routing import Route
+from gateway.upstreams.connection import CALLER_CAPABILITIES
 from gateway.runtime import ROOT, Gateway, Snapshot
 
 T = TypeVar("T")
+log = logging.getLogger("mcpgw")
 _LIST_CHANGED = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -42,7 +50,7 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     settings = gateway.current.config.gateway
     name = settings.name if endpoint == ROOT else f"{settings.name}/{endpoint}"
     handlers = _Handlers(gateway, endpoint)
-    return _GatewayServer(
+    server = _GatewayServer(
         name,
         version=__version__,
         instructions=settings.instructions,
@@ -54,8 +62,16 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
         on_list_resource_templates=handlers.list_resource_templates,
         on_read_resource=handlers.read_resource,
         on_completion=handlers.complete,
-        on_subscriptions_listen=gateway.sessions.listen_handler(endpoint),
+        on_subscriptions_listen=handlers.listen,
     )
+    # Registered here rather than as constructor arguments, which warn: these methods are
+    # deprecated on the 2026-07-28 wire, but handshake-era clients still use them.
+    server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, handlers.subscribe)
+    server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, handlers.unsubscribe)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, handlers.set_level)
+    server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams,
+                                    handlers.roots_changed)
+    return server
 
 
 class _Measure:
@@ -104,6 +120,9 @@ class _Handlers:
         with self._measure("resources/templates/list"):
             return self._snapshot(ctx).table(self.endpoint).list_resource_templates
 
+    def _caller(self, ctx: Any) -> Caller:
+        return Caller(ctx, self.endpoint, self.gateway.sessions.level(ctx))
+
     async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
         with self._measure("tools/call") as measure:
             snap = self._snapshot(ctx)
@@ -118,10 +137,16 @@ class _Handlers:
                 measure.outcome = "unknown"
                 raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
             measure.server = route.server
+            caller = self._caller(ctx)
+            progress = caller.report_progress if caller.progress_token is not None else None
             repeatable = route.repeatable or snap.config.servers[route.server].retry.tool_calls
             try:
-                result = await _forward(snap, route, _tool_timeout(snap, route), repeatable, lambda c: c.session.call_tool(
-                    route.upstream_name, params.arguments, allow_input_required=True))
+                result = await _interactive(self.gateway.parked, snap, route, caller, params,
+                                            _tool_timeout(snap, route), repeatable,
+                                            lambda c, responses, state, meta: c.session.call_tool(
+                                                route.upstream_name, params.arguments, progress_callback=progress,
+                                                input_responses=responses, request_state=state, meta=meta,
+                                                allow_input_required=True))
             except UpstreamError as exc:
                 measure.outcome = _outcome(exc)
                 return _tool_error(str(exc))
@@ -137,19 +162,101 @@ class _Handlers:
                 measure.outcome = "unknown"
                 raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
             measure.server = route.server
-            return await _forward_or_raise(snap, route, measure, lambda c: c.session.get_prompt(
-                route.upstream_name, params.arguments, allow_input_required=True))
+            return await _or_raise(measure, _interactive(
+                self.gateway.parked, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout,
+                True, lambda c, responses, state, meta: c.session.get_prompt(
+                    route.upstream_name, params.arguments, input_responses=responses, request_state=state,
+                    meta=meta, allow_input_required=True)))
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         with self._measure("resources/read") as measure:
             snap = self._snapshot(ctx)
-            uri = str(params.uri)
-            route = snap.table(self.endpoint).resolve_resource(uri)
-            if route is None:
-                measure.outcome = "unknown"
-                raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'")
-            measure.server = route.server
-            return await _forward_or_raise(snap, route, measure, lambda c: c.session.read_resource(uri))
+            uri, route = self._resource_route(snap, str(params.uri), measure)
+            return await _or_raise(measure, _interactive(
+                self.gateway.parked, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout,
+                True, lambda c, responses, state, meta: c.session.read_resource(
+                    uri, input_responses=responses, request_state=state, meta=meta, allow_input_required=True)))
+
+    async def subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """Subscribe the upstream for the first subscriber of a URI only; later ones share it."""
+        with self._measure("resources/subscribe") as measure:
+            snap = self._snapshot(ctx)
+            uri, route = self._resource_route(snap, str(params.uri), measure)
+            subscriptions, subscriber = self.gateway.subscriptions, connection_of(ctx)
+            if subscriber is None or not subscriptions.add(route.server, uri, subscriber):
+                return types.EmptyResult()
+            try:
+                await _or_raise(measure, _set_subscribed(snap, route, uri, True))
+            except BaseException:
+                subscriptions.remove(route.server, uri, subscriber)
+                raise
+            return types.EmptyResult()
+
+    async def unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        with self._measure("resources/unsubscribe") as measure:
+            snap = self._snapshot(ctx)
+            uri, route = self._resource_route(snap, str(params.uri), measure)
+            subscriber = connection_of(ctx)
+            if subscriber is not None and self.gateway.subscriptions.remove(route.server, uri, subscriber):
+                await _or_raise(measure, _set_subscribed(snap, route, uri, False))
+            return types.EmptyResult()
+
+    def _resource_route(self, snap: Snapshot, uri: str, measure: _Measure) -> tuple[str, Route]:
+        route = snap.table(self.endpoint).resolve_resource(uri)
+        if route is None:
+            measure.outcome = "unknown"
+            raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'", data={"uri": uri})  # as SEP-2164 asks
+        measure.server = route.server
+        return uri, route
+
+    async def listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        """``subscriptions/listen`` (2026-07-28): the stream is the SDK's; the gateway subscribes the
+        upstreams to the resources it names for as long as it is open."""
+        snap = self._snapshot(ctx)
+        wanted = (params.notifications.resource_subscriptions or []) if params.notifications else []
+        subscriber = _ListenStream()  # held by this frame: the subscriptions last as long as the stream
+        routes = [(uri, route) for uri in wanted if (route := snap.table(self.endpoint).resolve_resource(uri))]
+        for uri, route in routes:
+            if self.gateway.subscriptions.add(route.server, uri, subscriber):
+                with anyio.CancelScope(shield=True):
+                    await _subscribe_quietly(snap, route, uri)
+        try:
+            return await self.gateway.sessions.listen_handler(self.endpoint)(ctx, params)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for uri, route in routes:
+                    if self.gateway.subscriptions.remove(route.server, uri, subscriber):
+                        await _subscribe_quietly(snap, route, uri, subscribed=False)
+
+    async def set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        """Remember the client's level (the gateway filters per client) and ask the upstreams for
+        the most verbose level any client wants, so nothing a client asked for is dropped early."""
+        with self._measure("logging/setLevel"):
+            sessions = self.gateway.sessions
+            sessions.set_level(ctx, params.level)
+            snap = self._snapshot(ctx)
+            level = sessions.most_verbose_level()
+            for upstream in self._upstreams(snap):
+                if upstream.logging_capable:
+                    try:
+                        await upstream.request(lambda c: c.session.set_logging_level(level), upstream.config.timeout)
+                    except (UpstreamError, MCPError) as exc:
+                        log.debug("setLevel not passed on (%s)", exc, extra={"server": upstream.name})
+            return types.EmptyResult()
+
+    async def roots_changed(self, ctx: Any, params: Any) -> None:
+        """A client's roots changed: tell the upstreams it reaches (they ask again when they need to)."""
+        for upstream in self._upstreams(self.gateway.current):
+            if upstream.ready and not upstream.modern:  # 2026 upstreams ask for roots within each request
+                try:
+                    await upstream.request(lambda c: c.session.send_roots_list_changed(), upstream.config.timeout)
+                except (UpstreamError, MCPError) as exc:
+                    log.debug("roots/list_changed not passed on (%s)", exc, extra={"server": upstream.name})
+
+    def _upstreams(self, snap: Snapshot) -> list[Any]:
+        """The upstreams this endpoint's clients reach."""
+        names = self.gateway.servers_of(self.endpoint)
+        return [snap.upstreams[name] for name in names if name in snap.upstreams]
 
     async def complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
         with self._measure("completion/complete") as measure:
@@ -168,12 +275,12 @@ class _Handlers:
             measure.server = route.server
             context = params.context.arguments if params.context else None
             argument = {"name": params.argument.name, "value": params.argument.value}
-            return await _forward_or_raise(snap, route, measure,
-                                           lambda c: c.session.complete(upstream_ref, argument, context))
+            return await _or_raise(measure, _forward(snap, route, snap.config.servers[route.server].timeout, True,
+                                                     lambda c: c.session.complete(upstream_ref, argument, context)))
 
 
 async def _forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool,
-                   operation: Callable[[Any], Awaitable[T]]) -> T:
+                   operation: Callable[[Any], Awaitable[T]], caller: Caller | None = None) -> T:
     """Send to the route's upstream. A request that is safe to repeat and failed in transit (not one
     that timed out: it may have done its work) is sent again, up to ``retry.attempts`` tries."""
     upstream = snap.upstreams.get(route.server)
@@ -183,7 +290,7 @@ async def _forward(snap: Snapshot, route: Route, timeout: float, repeatable: boo
     attempts = retry.attempts if repeatable else 1
     for attempt in range(1, attempts + 1):
         try:
-            return _unstamped(await upstream.request(operation, timeout))
+            return _unstamped(await upstream.request(operation, timeout, caller))
         except UpstreamUnavailable:
             if attempt == attempts or upstream.breaker.opened:
                 raise
@@ -191,17 +298,139 @@ async def _forward(snap: Snapshot, route: Route, timeout: float, repeatable: boo
     raise AssertionError("unreachable")
 
 
-async def _forward_or_raise(snap: Snapshot, route: Route, measure: _Measure,
-                            operation: Callable[[Any], Awaitable[T]]) -> T:
+async def _interactive(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, params: Any,
+                       timeout: float, repeatable: bool, send: Callable[[Any, Any, Any, Any], Awaitable[T]]) -> T:
+    """A request the upstream may answer with "input required" (tools/call, prompts/get,
+    resources/read). A 2026-07-28 client gets that result as it is and answers it itself, its
+    ``requestState`` passed back byte for byte; for a handshake-era client the gateway asks the
+    client each question, on the channel of its request, and retries with the answers. A
+    handshake-era upstream's questions to a 2026-07-28 client go through a parked call."""
+    responses, state = params.input_responses, params.request_state
+
+    def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
+        return lambda client: send(client, responses, state, _upstream_meta(client, caller))
+
+    return await _unless_client_leaves(caller.ctx, lambda: _interactive_steps(
+        parked_calls, snap, route, caller, responses, state, timeout, repeatable, operation))
+
+
+async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, responses: Any,
+                             state: Any, timeout: float, repeatable: bool, operation: Callable[[Any, Any], Any]) -> Any:
+    if caller.modern:
+        if state is not None and state.startswith(PARKED):
+            parked = parked_calls.resume(state)
+            parked.caller.ctx = caller.ctx  # progress and logs go to the request that is waiting now
+            parked.answer(responses)
+            return await _collect(parked)
+        upstream = snap.upstreams.get(route.server)
+        if upstream is not None and upstream.ready and not upstream.modern:
+
+            async def call(parked: ParkedCall) -> Any:
+                caller.parked, parked.caller = parked, caller
+                return await _forward(snap, route, timeout, repeatable, operation(responses, state), caller)
+
+            return await _collect(parked_calls.start(call))
+
+    result: Any = await _forward(snap, route, timeout, repeatable, operation(responses, state), caller)
+    if isinstance(result, types.InputRequiredResult) and not caller.modern:
+        result = await run_input_required_driver(
+            result, dispatch=lambda key, request: _ask_client(caller, request),
+            retry=lambda responses, state: _forward(snap, route, timeout, False, operation(responses, state), caller))
+    return result
+
+
+async def _unless_client_leaves(ctx: Any, work: Callable[[], Awaitable[T]]) -> T:
+    """``work()``, cancelled if the client's HTTP connection for this request closes first: its
+    upstream request is then cancelled too (the SDK sends ``notifications/cancelled`` upstream).
+    The SDK leaves a handler running after its client has gone; the request has been read by
+    then, so the only message the connection can still deliver is the disconnect."""
+    receive = getattr(getattr(ctx, "request", None), "receive", None)
+    if receive is None:  # stdio: the client leaving ends the gateway, which cancels what is in flight
+        return await work()
+    outcome: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            outcome["result"] = await work()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (unwrapped)
+            outcome["error"] = exc
+        tg.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" in outcome:
+        return outcome["result"]
+    raise MCPError(INTERNAL_ERROR, "the client closed its connection before the answer")  # an answer to nobody
+
+
+async def _collect(parked: ParkedCall) -> Any:
+    """The parked call's next step; a client that gives up on its request gives up the call."""
+    try:
+        return await parked.next()
+    except anyio.get_cancelled_exc_class():
+        parked.cancel()
+        raise
+
+
+def _upstream_meta(client: Any, caller: Caller) -> dict[str, Any] | None:
+    """Per-request ``_meta`` for the upstream. On the 2026-07-28 wire the request declares the
+    calling client's capabilities (see ``connection._Outgoing``) and opts into logs at the level
+    the client wants."""
+    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    meta = {CALLER_CAPABILITIES: caller.capabilities()}
+    if caller.log_level is not None:
+        meta[LOG_LEVEL_META_KEY] = caller.log_level
+    return meta
+
+
+async def _ask_client(caller: Caller, request: Any) -> Any:
+    """One question of an input-required result, asked of a handshake-era client."""
+    try:
+        return await caller.ask(request)
+    except ClientCannotAnswer as exc:
+        return types.ErrorData(code=INVALID_PARAMS, message=f"{request.method} cannot be passed on: {exc}")
+    except MCPError as exc:
+        return exc.error
+
+
+async def _or_raise(measure: _Measure, forwarding: Awaitable[T]) -> T:
     """For methods answered with a JSON-RPC error when the upstream fails (all but tools/call)."""
     try:
-        return await _forward(snap, route, snap.config.servers[route.server].timeout, True, operation)
+        return await forwarding
     except UpstreamTimeout as exc:
         measure.outcome = "timeout"
         raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
     except UpstreamError as exc:
         measure.outcome = "unavailable"
         raise MCPError(INTERNAL_ERROR, str(exc)) from exc
+
+
+async def _set_subscribed(snap: Snapshot, route: Route, uri: str, subscribed: bool) -> None:
+    upstream = snap.upstreams.get(route.server)
+    if upstream is None:
+        raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
+    await upstream.set_subscribed(uri, subscribed)
+
+
+async def _subscribe_quietly(snap: Snapshot, route: Route, uri: str, subscribed: bool = True) -> None:
+    """For listen streams, which have no answer to carry an error: a failure is logged."""
+    try:
+        await _set_subscribed(snap, route, uri, subscribed)
+    except (UpstreamError, MCPError) as exc:
+        log.warning("could not %s %s: %s", "subscribe" if subscribed else "unsubscribe", uri, exc,
+                    extra={"server": route.server})
+
+
+class _ListenStream:
+    """Stands for one ``subscriptions/listen`` stream among the subscribers of a resource."""
+
+    __slots__ = ("__weakref__",)
 
 
 def _outcome(exc: UpstreamError) -> str:

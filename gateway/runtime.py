@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 import anyio
+import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 
 from gateway.config.digest import digest as config_digest
@@ -23,8 +24,11 @@ from gateway.config.model import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.observability import Metrics
 from gateway.redact import REDACT
+from gateway.parked import ParkedCalls
 from gateway.routing import Collision, RoutingTable, build_routing_table
 from gateway.sessions import SessionRegistry
+from gateway.subscriptions import ResourceSubscriptions
+from gateway.upstreams.back_channel import DownstreamHooks
 from gateway.upstreams.pool import UpstreamPool
 from gateway.upstreams.upstream import State, Upstream
 
@@ -57,8 +61,12 @@ class Snapshot:
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
-        self.pool = UpstreamPool(on_change=self._catalog_changed)
         self.sessions = SessionRegistry()
+        self.subscriptions = ResourceSubscriptions()
+        self.parked = ParkedCalls()
+        self.pool = UpstreamPool(on_change=self._catalog_changed, hooks=DownstreamHooks(
+            resource_updated=self._resource_updated, server_log=self._server_log,
+            subscribed_uris=self.subscriptions.uris))
         self._initial = config
         REDACT.learn(config)
         self.current = Snapshot(0, config_digest(config), config, MappingProxyType({}), MappingProxyType({}))
@@ -75,6 +83,7 @@ class Gateway:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self.pool.run)
+            await tg.start(self.parked.run)
             upstreams = {s.name: self.pool.acquire(s)[0] for s in self._initial.servers.values() if s.enabled}
             for upstream in upstreams.values():
                 await upstream.first_attempt.wait()
@@ -123,6 +132,35 @@ class Gateway:
         """(ready, total) upstreams of the current snapshot."""
         upstreams = self.current.upstreams.values()
         return sum(u.status.state is State.READY for u in upstreams), len(upstreams)
+
+    def servers_of(self, endpoint: str) -> list[str]:
+        """The servers whose offers ``endpoint`` serves."""
+        config = self.current.config
+        return list(config.servers) if endpoint == ROOT else list(config.namespaces[endpoint].servers)
+
+    def endpoints_serving(self, server: str) -> list[str]:
+        """The endpoints whose clients see ``server``."""
+        namespaces = self.current.config.namespaces
+        return [ROOT, *(name for name, namespace in namespaces.items() if server in namespace.servers)]
+
+    async def _resource_updated(self, server: str, uri: str) -> None:
+        subscribers = self.subscriptions.subscribers(server, uri)
+        await self.sessions.resource_updated(self.endpoints_serving(server), uri, subscribers)
+        if self.subscriptions.drop_if_empty(server, uri) and self._tg is not None:
+            self._tg.start_soon(self._unsubscribe_upstream, server, uri)
+
+    async def _unsubscribe_upstream(self, server: str, uri: str) -> None:
+        """Every subscriber of ``uri`` went away without unsubscribing: stop the updates."""
+        upstream = self.current.upstreams.get(server)
+        if upstream is None:
+            return
+        try:
+            await upstream.set_subscribed(uri, False)
+        except Exception as exc:  # noqa: BLE001 - best effort: the worst case is an unread update
+            log.debug("could not unsubscribe %s (%s)", uri, type(exc).__name__, extra={"server": server})
+
+    async def _server_log(self, server: str, params: types.LoggingMessageNotificationParams) -> None:
+        await self.sessions.server_log(self.endpoints_serving(server), params)
 
     def _snapshot(self, version: int, config: GatewayConfig, upstreams: dict[str, Upstream]) -> Snapshot:
         return Snapshot(version, config_digest(config), config, MappingProxyType(upstreams),

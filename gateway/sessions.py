@@ -2,11 +2,12 @@
 
 Handshake-era (2025-11-25) connections get the notifications on their standing channel. The SDK
 keeps no public registry of them, so the gateway keeps its own: every request registers its
-connection (weakly) under its endpoint. The handler context only carries a per-request
-``ServerSession``, whose connection the SDK keeps in ``_connection`` with no public accessor; that
-one private read is confined here. 2026-07-28 clients have no standing channel: they open
+connection (weakly) under its endpoint (``caller.connection_of``). 2026-07-28 clients have no standing channel: they open
 ``subscriptions/listen`` streams, served by the SDK's ``ListenHandler`` from one event bus per
 endpoint, on which the same changes are published.
+
+The registry also keeps what the SDK does not: each handshake-era client's ``logging/setLevel``
+level, by which log messages of an upstream as a whole (not of one request) are filtered.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import weakref
 from typing import Any
 
 import anyio
+import mcp_types as types
 from mcp.server.subscriptions import (InMemorySubscriptionBus, ListenHandler, PromptsListChanged,
-                                      ResourcesListChanged, ServerEvent, ToolsListChanged)
+                                      ResourcesListChanged, ResourceUpdated, ServerEvent, ToolsListChanged)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from gateway.caller import LOG_LEVELS, connection_of
 
 log = logging.getLogger("mcpgw")
 
@@ -33,6 +37,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._by_endpoint: dict[str, weakref.WeakSet[Any]] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
+        self._levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     def count(self) -> int:
         return sum(len(connections) for connections in self._by_endpoint.values())
@@ -43,10 +48,45 @@ class SessionRegistry:
 
     def seen(self, endpoint: str, ctx: Any) -> None:
         """Remember the connection of a request (handshake-era connections only)."""
-        connection = getattr(ctx.session, "_connection", None)
+        connection = connection_of(ctx)
         if connection is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         self._by_endpoint.setdefault(endpoint, weakref.WeakSet()).add(connection)
+
+    def set_level(self, ctx: Any, level: str) -> None:
+        connection = connection_of(ctx)
+        if connection is not None:
+            self._levels[connection] = level
+
+    def level(self, ctx: Any) -> str | None:
+        """The level the client of ``ctx`` set with ``logging/setLevel``, if it did."""
+        connection = connection_of(ctx)
+        return self._levels.get(connection) if connection is not None else None
+
+    def most_verbose_level(self) -> str:
+        """The least severe level any connected client wants (what the upstreams must send); a
+        client that set no level wants everything."""
+        connections = {c for cs in self._by_endpoint.values() for c in cs}
+        return min((self._levels.get(c, "debug") for c in connections), key=LOG_LEVELS.index, default="debug")
+
+    async def server_log(self, endpoints: list[str], params: types.LoggingMessageNotificationParams) -> None:
+        """A log message of an upstream as a whole, to each client of ``endpoints`` whose level
+        admits it (a client that set no level gets every message, as from a server directly)."""
+        if params.level not in LOG_LEVELS:
+            return
+        severity = LOG_LEVELS.index(params.level)
+        targets = {c for e in endpoints for c in self._by_endpoint.get(e, ())
+                   if LOG_LEVELS.index(self._levels.get(c, "debug")) <= severity}
+        await _each(targets, lambda c: c.log(params.level, params.data, params.logger), "a log message")
+
+    async def resource_updated(self, endpoints: list[str], uri: str, connections: list[Any]) -> None:
+        """``notifications/resources/updated`` to the subscribed ``connections`` and to the listen
+        streams of ``endpoints`` (which filter by the URIs each stream asked for)."""
+        for endpoint in endpoints:
+            bus = self._buses.get(endpoint)
+            if bus is not None:
+                await bus.publish(ResourceUpdated(uri=uri))
+        await _each(connections, lambda c: c.send_resource_updated(uri), "a resource update")
 
     async def announce(self, endpoint: str, kinds: list[str]) -> None:
         """One list_changed per kind to every live connection and listen stream of ``endpoint``."""
@@ -65,3 +105,13 @@ class SessionRegistry:
                     log.debug("could not tell a session about a change (%s); forgetting it", type(exc).__name__)
                     sessions.discard(session)  # type: ignore[union-attr]
                     break
+
+
+async def _each(connections: Any, send: Any, what: str) -> None:
+    """``send(connection)`` for each, bounded; a client gone or stuck does not stop the others."""
+    for connection in list(connections):
+        try:
+            with anyio.fail_after(SEND_TIMEOUT):
+                await send(connection)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("could not send %s to a client (%s)", what, type(exc).__name__)

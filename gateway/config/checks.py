@@ -235,10 +235,6 @@ def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
         if value:
             yield Finding(pointer, "not-supported-yet", NOT_ENFORCED_YET[pointer], severity="warning", at_key=True)
     for name, server in config.servers.items():
-        if server.session == "per_client":
-            yield Finding(f"/servers/{name}/session", "not-supported-yet",
-                          "per-client upstream sessions are not supported yet: one session is shared by all clients",
-                          severity="warning")
         if server.auth is not None and server.auth.type != "bearer":
             yield Finding(f"/servers/{name}/auth/type", "not-supported-yet",
                           f"upstream auth `{server.auth.type}` is not supported yet: no credentials are sent",

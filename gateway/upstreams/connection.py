@@ -4,12 +4,14 @@ listing what the server offers, and saying why connecting failed."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 import mcp_types as types
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from gateway.routing import Catalog
 from gateway.upstreams.transports import StderrTail
@@ -49,13 +51,18 @@ async def watched(opener: Any, on_eof: Callable[[], None]) -> AsyncIterator[tupl
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay)
             try:
-                yield receive, write
+                yield receive, _Outgoing(write)
             finally:
                 tg.cancel_scope.cancel()
 
 
 async def list_catalog(client: Client) -> Catalog:
     """Everything the upstream offers, following pagination, skipping what it does not support."""
+    return await relist(client, Catalog(), {"tools", "prompts", "resources"})
+
+
+async def relist(client: Client, catalog: Catalog, kinds: set[str]) -> Catalog:
+    """``catalog`` with the lists of ``kinds`` fetched afresh (resources include templates)."""
     caps = client.server_capabilities
     session = client.session
 
@@ -70,13 +77,17 @@ async def list_catalog(client: Client) -> Catalog:
                 break
         return tuple(items)
 
-    return Catalog(
-        tools=await pages(lambda p: session.list_tools(params=p), "tools") if caps.tools else (),
-        prompts=await pages(lambda p: session.list_prompts(params=p), "prompts") if caps.prompts else (),
-        resources=await pages(lambda p: session.list_resources(params=p), "resources") if caps.resources else (),
-        resource_templates=(await pages(lambda p: session.list_resource_templates(params=p), "resource_templates")
-                            if caps.resources else ()),
-    )
+    changes: dict[str, tuple] = {}
+    if "tools" in kinds:
+        changes["tools"] = await pages(lambda p: session.list_tools(params=p), "tools") if caps.tools else ()
+    if "prompts" in kinds:
+        changes["prompts"] = await pages(lambda p: session.list_prompts(params=p), "prompts") if caps.prompts else ()
+    if "resources" in kinds:
+        changes["resources"] = (await pages(lambda p: session.list_resources(params=p), "resources")
+                                if caps.resources else ())
+        changes["resource_templates"] = (await pages(lambda p: session.list_resource_templates(params=p),
+                                                     "resource_templates") if caps.resources else ())
+    return replace(catalog, **changes)
 
 
 def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
@@ -94,3 +105,34 @@ def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     last = stderr.last()
     return text + (f"; stderr: {last}" if last else "")
+
+
+CALLER_CAPABILITIES = "io.mcpgw/callerCapabilities"  # request _meta key the gateway sets, renamed on the way out
+
+
+class _Outgoing:
+    """The write side of an upstream transport. On the 2026-07-28 wire every request declares the
+    client's capabilities in ``_meta``; the SDK client fills in its own (the gateway's), so the
+    gateway passes the calling client's under a key of its own and they take the place of the
+    SDK's here, as the message leaves: the upstream then asks for input only what the client
+    that called can give."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def send(self, item: Any) -> None:
+        params = getattr(getattr(item, "message", None), "params", None)
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and CALLER_CAPABILITIES in meta:
+            meta[CLIENT_CAPABILITIES_META_KEY] = meta.pop(CALLER_CAPABILITIES)
+        await self._stream.send(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def __aenter__(self) -> "_Outgoing":
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._stream.__aexit__(*exc)

@@ -11,6 +11,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from gateway.config.model import ServerConfig
+from gateway.upstreams.back_channel import DownstreamHooks
 from gateway.upstreams.transports import connection_fingerprint
 from gateway.upstreams.upstream import Upstream
 
@@ -20,8 +21,9 @@ Key = tuple[str, str]  # (server name, connection fingerprint)
 
 
 class UpstreamPool:
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], hooks: DownstreamHooks = DownstreamHooks()) -> None:
         self._on_change = on_change
+        self._hooks = hooks
         self._upstreams: dict[Key, Upstream] = {}
         self._tg: TaskGroup | None = None
 
@@ -40,7 +42,7 @@ class UpstreamPool:
         if existing is not None:
             return existing, False
         assert self._tg is not None, "the pool is not running"
-        upstream = Upstream(server, self._on_change)
+        upstream = Upstream(server, self._on_change, self._hooks)
         self._upstreams[key] = upstream
         self._tg.start_soon(upstream.run)
         return upstream, True

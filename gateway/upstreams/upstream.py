@@ -16,29 +16,37 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import anyio
 import httpx2
 import mcp_types as types
 from mcp import Client
+from mcp.client.subscriptions import (PromptsListChanged, ResourcesListChanged, ResourceUpdated,
+                                      SubscriptionLost, ToolsListChanged)
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__
 from gateway.config.model import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.inflight import InFlight
 from gateway.redact import REDACT
+from gateway.caller import Caller
 from gateway.routing import Catalog
+from gateway.upstreams.back_channel import BackChannel, DownstreamHooks
 from gateway.upstreams.breaker import CircuitBreaker, describe
-from gateway.upstreams.connection import Streams, describe_failure, list_catalog, watched
+from gateway.upstreams.dedicated import DedicatedSessions
+from gateway.upstreams.connection import Streams, describe_failure, list_catalog, relist, watched
 from gateway.upstreams.transports import StderrTail, open_streams
 
 log = logging.getLogger("mcpgw.upstream")
 
 T = TypeVar("T")
 _CLIENT_INFO = types.Implementation(name="mcpgw", version=__version__)
+RELIST_DEBOUNCE = 0.05  # seconds: list_changed notifications arriving together cause one re-list
+_EVENT_KINDS = {ToolsListChanged: "tools", PromptsListChanged: "prompts", ResourcesListChanged: "resources"}
 _MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}  # servers.<name>.protocol
 _TRANSPORT_ERRORS = (OSError, httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError,
                      anyio.EndOfStream)
@@ -65,7 +73,8 @@ class Status:
 class Upstream:
     """A supervised connection to one upstream server and the last catalog it listed."""
 
-    def __init__(self, config: ServerConfig, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: ServerConfig, on_change: Callable[[], None] = lambda: None,
+                 hooks: DownstreamHooks = DownstreamHooks()) -> None:
         self.breaker = CircuitBreaker(config.circuit_breaker)
         self.config = config
         self.name = config.name
@@ -81,6 +90,13 @@ class Upstream:
         self._stopped_because: str | None = None
         self.inflight = InFlight()
         self._on_change = on_change
+        self.back_channel = BackChannel(config.name, hooks, self._lists_changed)
+        self._dedicated = DedicatedSessions(config.name, self._session,
+                                            lambda: BackChannel(config.name, hooks, self._lists_changed))
+        self._stale: set[str] = set()  # kinds of list the server said changed, not yet re-listed
+        self._relist = anyio.Event()
+        self._relisten: anyio.CancelScope | None = None  # the open subscriptions/listen stream (2026-07-28)
+        self._listening = anyio.Event()  # set when the listen stream for the current URIs is in place
 
     # -- supervision -------------------------------------------------------------------------
 
@@ -100,6 +116,12 @@ class Upstream:
         return self.status.state is State.READY
 
     @property
+    def logging_capable(self) -> bool:
+        """Connected on the handshake era with the logging capability (the one with ``logging/setLevel``)."""
+        client = self._client
+        return client is not None and client.server_capabilities.logging is not None and not self.modern
+
+    @property
     def hidden(self) -> bool:
         """Its circuit is open and the config says to hide its tools meanwhile."""
         return self.breaker.opened and self.config.circuit_breaker.on_open == "hide"
@@ -107,7 +129,9 @@ class Upstream:
     async def run(self) -> None:
         """Connect, serve until the connection is lost, reconnect with backoff; until ``stop``."""
         with anyio.CancelScope() as self._scope:
-            await self._supervise()
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._dedicated.run)
+                await self._supervise()
         self.first_attempt.set()
         self._attempt_done.set()
 
@@ -136,13 +160,17 @@ class Upstream:
     async def _connect_once(self) -> bool:
         self._lost = anyio.Event()
         try:
-            async with self._session() as client:
+            async with self._session(self.back_channel, None, self._connection_lost) as client:
                 with anyio.fail_after(self.config.connect_timeout):
                     catalog = await list_catalog(client)
+                    await self._resubscribe(client)
                 self._publish(client, catalog)
                 self.first_attempt.set()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._ping_loop, client)
+                    tg.start_soon(self._relist_loop, client)
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        tg.start_soon(self._listen_loop, client)
                     await self._lost.wait()
                     tg.cancel_scope.cancel()
                 self._down("connection lost" + (f"; stderr: {self.stderr.last()}" if self.stderr.last() else ""))
@@ -154,18 +182,27 @@ class Upstream:
             self._client = None
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[Client]:
+    async def _session(self, back_channel: BackChannel, capabilities: dict[str, Any] | None,
+                       on_eof: Callable[[], None]) -> AsyncIterator[Client]:
         """A connected, initialized client; only getting there is bounded by ``connect_timeout``."""
         connected = False
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
-            async with watched(open_streams(self.config, self.stderr), self._connection_lost) as streams, \
+            async with watched(open_streams(self.config, self.stderr), on_eof) as streams, \
                     Client(Streams(streams), mode=_MODES[self.config.protocol], cache=None,
-                           client_info=_CLIENT_INFO) as client:
+                           client_info=_CLIENT_INFO, **back_channel.client_options(capabilities)) as client:
                 scope.deadline = math.inf
                 connected = True
                 yield client
         if not connected:
             raise TimeoutError(f"timed out after {self.config.connect_timeout:g}s while connecting")
+
+    async def _resubscribe(self, client: Client) -> None:
+        """After a reconnect, the resource subscriptions clients still hold are made again."""
+        uris = self.back_channel.hooks.subscribed_uris(self.name)
+        resources = client.server_capabilities.resources
+        if uris and resources is not None and resources.subscribe:
+            for uri in uris:
+                await client.session.subscribe_resource(uri)
 
     def _publish(self, client: Client, catalog: Catalog) -> None:
         self._client = client
@@ -221,6 +258,93 @@ class Upstream:
             if probing:
                 self._record(True)
 
+    def _lists_changed(self, kind: str) -> None:
+        """The server said a list changed: re-list it soon (a burst of notifications, once)."""
+        self._stale.add(kind)
+        self._relist.set()
+
+    async def _relist_loop(self, client: Client) -> None:
+        """Re-list what the server said changed and publish the new catalog. Whether clients hear
+        of it is decided downstream, by comparing what they can list before and after."""
+        while True:
+            await self._relist.wait()
+            await anyio.sleep(RELIST_DEBOUNCE)
+            self._relist = anyio.Event()
+            kinds, self._stale = self._stale, set()
+            try:
+                with anyio.fail_after(self.config.timeout):
+                    catalog = await relist(client, self.catalog or Catalog(), kinds)
+            except MCPError as exc:
+                log.warning("could not re-list %s after a change: %s", "/".join(sorted(kinds)), exc.message,
+                            extra={"server": self.name})
+                continue
+            except (TimeoutError, *_TRANSPORT_ERRORS):
+                self._connection_lost()
+                return
+            if catalog != self.catalog:
+                log.info("%s changed", "/".join(sorted(kinds)), extra={"server": self.name})
+                self.catalog = catalog
+                self._on_change()
+
+    async def _listen_loop(self, client: Client) -> None:
+        """2026-07-28 servers have no standing channel: changes and resource updates arrive on a
+        ``subscriptions/listen`` stream, opened for what the server can announce and the resources
+        clients subscribed to, and opened again when those change (``set_subscribed``)."""
+        caps = client.server_capabilities
+        lists = {kind: bool(getattr(caps, kind) and getattr(getattr(caps, kind), "list_changed", False))
+                 for kind in ("tools", "prompts", "resources")}
+        hooks = self.back_channel.hooks
+        while True:
+            uris = hooks.subscribed_uris(self.name)
+            if not any(lists.values()) and not uris:
+                self._listening.set()
+                await self._wait_for_relisten()
+                continue
+            try:
+                with anyio.CancelScope() as self._relisten:
+                    async with client.listen(tools_list_changed=lists["tools"], prompts_list_changed=lists["prompts"],
+                                             resources_list_changed=lists["resources"],
+                                             resource_subscriptions=uris) as subscription:
+                        self._listening.set()
+                        async for event in subscription:
+                            if isinstance(event, ResourceUpdated):
+                                await hooks.resource_updated(self.name, event.uri)
+                            else:
+                                self._lists_changed(_EVENT_KINDS[type(event)])
+                    await self._wait_for_relisten()  # the server ended the stream: it has nothing to say
+            except MCPError as exc:
+                log.warning("cannot listen for changes: %s", exc.message, extra={"server": self.name})
+                await self._wait_for_relisten()
+            except (SubscriptionLost, *_TRANSPORT_ERRORS):
+                self._connection_lost()
+                return
+            finally:
+                self._relisten = None
+
+    async def _wait_for_relisten(self) -> None:
+        with anyio.CancelScope() as self._relisten:
+            await anyio.sleep_forever()
+
+    async def set_subscribed(self, uri: str, subscribed: bool) -> None:
+        """Start or stop the server's updates for ``uri``: a 2026-07-28 server by opening its listen
+        stream again with the new set of URIs, a handshake-era one by resources/(un)subscribe."""
+        if self.modern:
+            self._listening = anyio.Event()
+            if self._relisten is not None:
+                self._relisten.cancel()
+            with anyio.move_on_after(self.config.timeout):  # the update right after subscribing is not missed
+                await self._listening.wait()
+                return
+            raise UpstreamTimeout(self.name, f"server '{self.name}' did not acknowledge the subscription "
+                                             f"within {self.config.timeout:g}s")
+        await self.request(lambda c: (c.session.subscribe_resource if subscribed else c.session.unsubscribe_resource)(uri),
+                           self.config.timeout)
+
+    @property
+    def modern(self) -> bool:
+        client = self._client
+        return client is not None and client.protocol_version in MODERN_PROTOCOL_VERSIONS
+
     def _record(self, success: bool) -> None:
         """Tell the breaker; when a hidden server's visibility flips, rebuild the tables."""
         before = self.breaker.changes
@@ -240,7 +364,8 @@ class Upstream:
 
     # -- use ------------------------------------------------------------------------------------
 
-    async def request(self, operation: Callable[[Client], Awaitable[T]], timeout: float) -> T:
+    async def request(self, operation: Callable[[Client], Awaitable[T]], timeout: float,
+                      caller: Caller | None = None) -> T:
         """Run ``operation`` on the live session; transport failures become UpstreamErrors.
 
         A request that arrives while a lost connection is being restarted waits for that attempt
@@ -250,10 +375,19 @@ class Upstream:
         if not self.breaker.allow():
             raise UpstreamUnavailable(self.name, self._failing())
         healthy: bool | None = None  # what this request says about the server, once known
+        dedicated = (self.config.session == "per_client" and caller is not None and caller.session_key is not None
+                     and not (caller.modern and self.modern))  # a 2026 upstream routes a 2026 client's questions itself
+        lost = (lambda: self._dedicated.drop(caller)) if dedicated else self._connection_lost  # type: ignore[arg-type]
         try:
             started = time.perf_counter()
             with anyio.fail_after(timeout), self.inflight.track():
-                result = await self._on_live_session(operation)
+                if dedicated:
+                    client, channel = await self._dedicated.session_for(caller)  # type: ignore[arg-type]
+                    with channel.serving(caller):
+                        result = await operation(client)
+                else:
+                    with self.back_channel.serving(caller):
+                        result = await self._on_live_session(operation)
             self.status.latency_ms = (time.perf_counter() - started) * 1000
             healthy = True
             return result
@@ -267,12 +401,12 @@ class Upstream:
             healthy = exc.code != CONNECTION_CLOSED  # an error answer still means the server is alive
             if healthy:
                 raise
-            self._connection_lost()
+            lost()
             raise UpstreamUnavailable(self.name, self._stopped_because or (
                 f"server '{self.name}' closed the connection during the request" + self._stderr_note())) from exc
         except _TRANSPORT_ERRORS as exc:
             healthy = False
-            self._connection_lost()
+            lost()
             raise UpstreamUnavailable(self.name, f"server '{self.name}' failed: {type(exc).__name__}") from exc
         finally:
             if healthy is not None:
@@ -293,7 +427,7 @@ class Upstream:
             try:
                 return await operation(client)
             except MCPError as exc:
-                if attempt == 2 or not _session_expired(exc):
+                if attempt == 2 or self.config.url is None or not _session_expired(exc):
                     raise
                 log.info("the server no longer knows our session; re-initializing", extra={"server": self.name})
                 self._connection_lost()
@@ -320,4 +454,5 @@ def _session_expired(exc: MCPError) -> bool:
     """How a 404 for our session id reaches us: the SDK's client turns it into INVALID_REQUEST with
     the server's own message ("Session not found" from Python servers) or "Session terminated"
     when the body has none. The HTTP status itself is not passed on, hence the message test."""
-    return exc.code == INVALID_REQUEST and "session" in exc.message.lower()
+    message = exc.message.lower()
+    return exc.code == INVALID_REQUEST and ("session not found" in message or "session terminated" in message)

@@ -1,0 +1,112 @@
+"""The client request a forwarded request serves: where what the upstream sends back on the way goes.
+
+An upstream working on a request may ask the client something (sampling, elicitation, roots),
+report progress or log. None of that names the client on the wire, so every forwarded request
+carries a ``Caller``: the downstream request's context, which knows the client's connection, its
+capabilities, its progress token, its log level and the channel that reaches it (on Streamable
+HTTP, the response stream of that very request).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+# What the client must have declared before the gateway passes it a request of each kind.
+_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+
+class ClientCannotAnswer(Exception):
+    """The client of a request cannot receive a server-to-client request (the message says why)."""
+
+
+class Caller:
+    """One downstream request, as seen by the upstream request that serves it."""
+
+    __slots__ = ("__weakref__", "_level", "connection", "ctx", "endpoint", "modern", "parked")
+
+    def __init__(self, ctx: Any, endpoint: str, connection_level: str | None = None) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        # Identifies the client: one object per handshake-era session, per request on 2026-07-28.
+        self.connection = connection_of(ctx)
+        self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        self.parked: Any = None  # a ParkedCall: questions become an input-required result (parked.py)
+        meta = ctx.meta or {}
+        self._level = meta.get(LOG_LEVEL_META_KEY) if self.modern else (connection_level or "debug")
+
+    @property
+    def session_key(self) -> Any:
+        """What owns an upstream session of its own (``session: per_client``): the client's
+        connection, or on the stateless 2026-07-28 wire, which has none, this request."""
+        return self if self.modern else self.connection
+
+    @property
+    def progress_token(self) -> Any:
+        return (self.ctx.meta or {}).get("progress_token")
+
+    @property
+    def log_level(self) -> str | None:
+        """The least severe level this client wants logs at for this request; None: no logs."""
+        return self._level if self._level in LOG_LEVELS else None
+
+    def wants_log(self, level: str) -> bool:
+        wanted = self.log_level
+        return wanted is not None and level in LOG_LEVELS and LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
+
+    def capabilities(self) -> dict[str, Any]:
+        """The client's declared capabilities, as on the wire."""
+        declared = self.ctx.session.client_capabilities
+        return declared.model_dump(by_alias=True, mode="json", exclude_none=True) if declared is not None else {}
+
+    def has_capability(self, method: str) -> bool:
+        capabilities = self.ctx.session.client_capabilities
+        name = _CAPABILITY.get(method)
+        return name is None or (capabilities is not None and getattr(capabilities, name, None) is not None)
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        """Progress of the upstream request, sent with the client's own progress token."""
+        await self.ctx.session.report_progress(progress, total, message)
+
+    async def ask(self, request: types.CreateMessageRequest | types.ElicitRequest | types.ListRootsRequest) -> Any:
+        """Send ``request`` to the client on the channel of its request and return its typed answer.
+
+        Raises ClientCannotAnswer when the client lacks the capability or has no back-channel;
+        an error the client answered with is raised as the SDK's MCPError.
+        """
+        if not self.has_capability(request.method):
+            raise ClientCannotAnswer(f"the client did not declare the '{_CAPABILITY[request.method]}' capability")
+        if self.parked is not None:
+            return await self.parked.ask(request)
+        session = self.ctx.session
+        if not session.can_send_request:
+            raise ClientCannotAnswer("the client's request has no channel for server-to-client requests")
+        return await session.send_request(request, _result_type(request),
+                                          metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id))
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        """A log message of the upstream, on the channel of this request, if the client wants it."""
+        if self.wants_log(params.level):
+            await self.ctx.session.send_notification(types.LoggingMessageNotification(params=params),
+                                                     related_request_id=self.ctx.request_id)
+
+
+def _result_type(request: Any) -> type[Any]:
+    if isinstance(request, types.CreateMessageRequest):
+        tools = request.params.tools or request.params.tool_choice
+        return types.CreateMessageResultWithTools if tools else types.CreateMessageResult
+    if isinstance(request, types.ElicitRequest):
+        return types.ElicitResult
+    return types.ListRootsResult
+
+
+def connection_of(ctx: Any) -> Any:
+    """The connection of a request's client. The SDK hands handlers a per-request session whose
+    connection has no public accessor: this is the one place that reads it."""
+    return getattr(ctx.session, "_connection", None)
