@@ -11,6 +11,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,10 +20,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.config.model import HttpConfig
+from gateway.event_store import BoundedEventStore
 from gateway.observability import health_report, servers_report
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import ROOT, Gateway
+
+SSE_RETRY_MS = 1000  # how soon a client whose SSE stream dropped should reconnect (the SSE `retry:` field)
 
 _METHODS = ["GET", "POST", "DELETE"]
 
@@ -41,6 +45,9 @@ class _Managers:
         self.gateway = gateway
         self.stateless = stateless
         self.http = gateway.current.config.gateway.http  # listener settings are read once, at start
+        # The SDK builds its SSE responses without a ping interval, so the class default is the one
+        # knob: keep-alive comments on idle streams, one process, one listener, one setting.
+        EventSourceResponse.DEFAULT_PING_INTERVAL = self.http.keepalive
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
@@ -59,14 +66,28 @@ class _Managers:
             return manager  # every request but an endpoint's first: no lock on the request path
         async with self._lock:
             if endpoint not in self._managers:
-                manager = StreamableHTTPSessionManager(
+                manager = _SessionManager(
                     app=build_server(self.gateway, endpoint), json_response=self.http.json_response,
                     stateless=self.stateless, security_settings=security_settings(self.http),
-                    session_idle_timeout=self.http.session_idle_timeout, max_request_body_size=self.http.max_body_bytes)
+                    session_idle_timeout=self.http.session_idle_timeout, max_request_body_size=self.http.max_body_bytes,
+                    event_store=None if self.stateless else BoundedEventStore(), retry_interval=SSE_RETRY_MS)
                 assert self._tg is not None
                 await self._tg.start(_run_manager, manager)
                 self._managers[endpoint] = manager
             return self._managers[endpoint]
+
+
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, with an event store of its own for every session. The SDK hands
+    its one store to every session, but a stream is named by its request id (or ``_GET_stream``),
+    which repeats from session to session: one shared store could replay a client another
+    session's messages. The store given to the manager only says that resumability is on."""
+
+    def _admit_session(self, requestor: Any) -> Any:
+        transport = super()._admit_session(requestor)
+        if transport is not None and self.event_store is not None:
+            transport._event_store = BoundedEventStore()  # the one private touch; tests/test_resumability.py guards it
+        return transport
 
 
 async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None]) -> None:
