@@ -9,13 +9,16 @@ HTTP, the response stream of that very request).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import mcp_types as types
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+log = logging.getLogger("mcpgw")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 # What the client must have declared before the gateway passes it a request of each kind.
@@ -90,11 +93,27 @@ class Caller:
         return await session.send_request(request, _result_type(request),
                                           metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id))
 
+    async def answer(self, request: Any) -> Any:
+        """The client's answer to ``request``, or the ErrorData the upstream is given instead (the
+        upstream gets an answer whatever happened on the way)."""
+        try:
+            return await self.ask(request)
+        except ClientCannotAnswer as exc:
+            return types.ErrorData(code=INVALID_REQUEST, message=f"{request.method} cannot be passed on: {exc}")
+        except MCPError as exc:
+            return exc.error
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s to the client failed: %s", request.method, type(exc).__name__)
+            return types.ErrorData(code=INTERNAL_ERROR, message=f"{request.method} failed on the way to the client")
+
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         """A log message of the upstream, on the channel of this request, if the client wants it."""
         if self.wants_log(params.level):
-            await self.ctx.session.send_notification(types.LoggingMessageNotification(params=params),
-                                                     related_request_id=self.ctx.request_id)
+            await self.notify(types.LoggingMessageNotification(params=params))
+
+    async def notify(self, notification: Any) -> None:
+        """A notification about this request, on its channel."""
+        await self.ctx.session.send_notification(notification, related_request_id=self.ctx.request_id)
 
 
 def _result_type(request: Any) -> type[Any]:

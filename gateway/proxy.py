@@ -12,23 +12,19 @@ from __future__ import annotations
 import logging
 import time
 from fnmatch import fnmatchcase
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 import anyio
 import mcp_types as types
-from mcp.client._input_required import run_input_required_driver
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT, SERVER_INFO_META_KEY
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
 from gateway import __version__
-from gateway.caller import Caller, ClientCannotAnswer, connection_of
-from gateway.parked import PREFIX as PARKED
-from gateway.parked import ParkedCall, ParkedCalls
+from gateway.caller import Caller, connection_of
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.forwarding import forward, interactive
 from gateway.routing import Route
-from gateway.upstreams.connection import CALLER_CAPABILITIES
 from gateway.runtime import ROOT, Gateway, Snapshot
 
 T = TypeVar("T")
@@ -141,9 +137,8 @@ class _Handlers:
             progress = caller.report_progress if caller.progress_token is not None else None
             repeatable = route.repeatable or snap.config.servers[route.server].retry.tool_calls
             try:
-                result = await _interactive(self.gateway.parked, snap, route, caller, params,
-                                            _tool_timeout(snap, route), repeatable,
-                                            lambda c, responses, state, meta: c.session.call_tool(
+                result = await interactive(self.gateway, snap, route, caller, params, _tool_timeout(snap, route),
+                                            repeatable, lambda c, responses, state, meta: c.session.call_tool(
                                                 route.upstream_name, params.arguments, progress_callback=progress,
                                                 input_responses=responses, request_state=state, meta=meta,
                                                 allow_input_required=True))
@@ -162,9 +157,9 @@ class _Handlers:
                 measure.outcome = "unknown"
                 raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
             measure.server = route.server
-            return await _or_raise(measure, _interactive(
-                self.gateway.parked, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout,
-                True, lambda c, responses, state, meta: c.session.get_prompt(
+            return await _or_raise(measure, interactive(
+                self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
+                lambda c, responses, state, meta: c.session.get_prompt(
                     route.upstream_name, params.arguments, input_responses=responses, request_state=state,
                     meta=meta, allow_input_required=True)))
 
@@ -172,9 +167,9 @@ class _Handlers:
         with self._measure("resources/read") as measure:
             snap = self._snapshot(ctx)
             uri, route = self._resource_route(snap, str(params.uri), measure)
-            return await _or_raise(measure, _interactive(
-                self.gateway.parked, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout,
-                True, lambda c, responses, state, meta: c.session.read_resource(
+            return await _or_raise(measure, interactive(
+                self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
+                lambda c, responses, state, meta: c.session.read_resource(
                     uri, input_responses=responses, request_state=state, meta=meta, allow_input_required=True)))
 
     async def subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
@@ -275,128 +270,8 @@ class _Handlers:
             measure.server = route.server
             context = params.context.arguments if params.context else None
             argument = {"name": params.argument.name, "value": params.argument.value}
-            return await _or_raise(measure, _forward(snap, route, snap.config.servers[route.server].timeout, True,
+            return await _or_raise(measure, forward(snap, route, snap.config.servers[route.server].timeout, True,
                                                      lambda c: c.session.complete(upstream_ref, argument, context)))
-
-
-async def _forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool,
-                   operation: Callable[[Any], Awaitable[T]], caller: Caller | None = None) -> T:
-    """Send to the route's upstream. A request that is safe to repeat and failed in transit (not one
-    that timed out: it may have done its work) is sent again, up to ``retry.attempts`` tries."""
-    upstream = snap.upstreams.get(route.server)
-    if upstream is None:
-        raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
-    retry = upstream.config.retry
-    attempts = retry.attempts if repeatable else 1
-    for attempt in range(1, attempts + 1):
-        try:
-            return _unstamped(await upstream.request(operation, timeout, caller))
-        except UpstreamUnavailable:
-            if attempt == attempts or upstream.breaker.opened:
-                raise
-        await anyio.sleep(min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1)))
-    raise AssertionError("unreachable")
-
-
-async def _interactive(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, params: Any,
-                       timeout: float, repeatable: bool, send: Callable[[Any, Any, Any, Any], Awaitable[T]]) -> T:
-    """A request the upstream may answer with "input required" (tools/call, prompts/get,
-    resources/read). A 2026-07-28 client gets that result as it is and answers it itself, its
-    ``requestState`` passed back byte for byte; for a handshake-era client the gateway asks the
-    client each question, on the channel of its request, and retries with the answers. A
-    handshake-era upstream's questions to a 2026-07-28 client go through a parked call."""
-    responses, state = params.input_responses, params.request_state
-
-    def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
-        return lambda client: send(client, responses, state, _upstream_meta(client, caller))
-
-    return await _unless_client_leaves(caller.ctx, lambda: _interactive_steps(
-        parked_calls, snap, route, caller, responses, state, timeout, repeatable, operation))
-
-
-async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, responses: Any,
-                             state: Any, timeout: float, repeatable: bool, operation: Callable[[Any, Any], Any]) -> Any:
-    if caller.modern:
-        if state is not None and state.startswith(PARKED):
-            parked = parked_calls.resume(state)
-            parked.caller.ctx = caller.ctx  # progress and logs go to the request that is waiting now
-            parked.answer(responses)
-            return await _collect(parked)
-        upstream = snap.upstreams.get(route.server)
-        if upstream is not None and upstream.ready and not upstream.modern:
-
-            async def call(parked: ParkedCall) -> Any:
-                caller.parked, parked.caller = parked, caller
-                return await _forward(snap, route, timeout, repeatable, operation(responses, state), caller)
-
-            return await _collect(parked_calls.start(call))
-
-    result: Any = await _forward(snap, route, timeout, repeatable, operation(responses, state), caller)
-    if isinstance(result, types.InputRequiredResult) and not caller.modern:
-        result = await run_input_required_driver(
-            result, dispatch=lambda key, request: _ask_client(caller, request),
-            retry=lambda responses, state: _forward(snap, route, timeout, False, operation(responses, state), caller))
-    return result
-
-
-async def _unless_client_leaves(ctx: Any, work: Callable[[], Awaitable[T]]) -> T:
-    """``work()``, cancelled if the client's HTTP connection for this request closes first: its
-    upstream request is then cancelled too (the SDK sends ``notifications/cancelled`` upstream).
-    The SDK leaves a handler running after its client has gone; the request has been read by
-    then, so the only message the connection can still deliver is the disconnect."""
-    receive = getattr(getattr(ctx, "request", None), "receive", None)
-    if receive is None:  # stdio: the client leaving ends the gateway, which cancels what is in flight
-        return await work()
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        try:
-            outcome["result"] = await work()
-        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (unwrapped)
-            outcome["error"] = exc
-        tg.cancel_scope.cancel()
-    if "error" in outcome:
-        raise outcome["error"]
-    if "result" in outcome:
-        return outcome["result"]
-    raise MCPError(INTERNAL_ERROR, "the client closed its connection before the answer")  # an answer to nobody
-
-
-async def _collect(parked: ParkedCall) -> Any:
-    """The parked call's next step; a client that gives up on its request gives up the call."""
-    try:
-        return await parked.next()
-    except anyio.get_cancelled_exc_class():
-        parked.cancel()
-        raise
-
-
-def _upstream_meta(client: Any, caller: Caller) -> dict[str, Any] | None:
-    """Per-request ``_meta`` for the upstream. On the 2026-07-28 wire the request declares the
-    calling client's capabilities (see ``connection._Outgoing``) and opts into logs at the level
-    the client wants."""
-    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-        return None
-    meta = {CALLER_CAPABILITIES: caller.capabilities()}
-    if caller.log_level is not None:
-        meta[LOG_LEVEL_META_KEY] = caller.log_level
-    return meta
-
-
-async def _ask_client(caller: Caller, request: Any) -> Any:
-    """One question of an input-required result, asked of a handshake-era client."""
-    try:
-        return await caller.ask(request)
-    except ClientCannotAnswer as exc:
-        return types.ErrorData(code=INVALID_PARAMS, message=f"{request.method} cannot be passed on: {exc}")
-    except MCPError as exc:
-        return exc.error
 
 
 async def _or_raise(measure: _Measure, forwarding: Awaitable[T]) -> T:
@@ -443,16 +318,6 @@ def _tool_timeout(snap: Snapshot, route: Route) -> float:
         if fnmatchcase(route.upstream_name, pattern):
             return seconds
     return server.timeout
-
-
-def _unstamped(result: T) -> T:
-    """The result without the upstream's ``serverInfo`` stamp in ``_meta``: clients are answered by
-    the gateway, which stamps its own where the protocol version asks for one."""
-    meta = getattr(result, "meta", None)
-    if not meta or SERVER_INFO_META_KEY not in meta:
-        return result
-    rest = {key: value for key, value in meta.items() if key != SERVER_INFO_META_KEY}
-    return result.model_copy(update={"meta": rest or None})  # type: ignore[attr-defined]
 
 
 def _tool_error(message: str) -> types.CallToolResult:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterator
 
 import mcp_types as types
-from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
+from mcp_types import INVALID_REQUEST
 
-from gateway.caller import Caller, ClientCannotAnswer
+from gateway.caller import Caller
 
 log = logging.getLogger("mcpgw.upstream")
 
@@ -103,15 +102,7 @@ class BackChannel:
                    if self._callers else "no client request is in flight on it")
             log.warning("refused %s: %s", method, why, extra={"server": self.server})
             return types.ErrorData(code=INVALID_REQUEST, message=f"mcpgw cannot tell which client {method} is for: {why}")
-        try:
-            return await caller.ask(request)
-        except ClientCannotAnswer as exc:
-            return types.ErrorData(code=INVALID_REQUEST, message=f"{method} cannot be passed on: {exc}")
-        except MCPError as exc:
-            return exc.error
-        except Exception as exc:  # noqa: BLE001 - the upstream gets an answer whatever the client did
-            log.warning("%s to the client failed: %s", method, type(exc).__name__, extra={"server": self.server})
-            return types.ErrorData(code=INTERNAL_ERROR, message=f"{method} failed on the way to the client")
+        return await caller.answer(request)
 
     async def _sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask(types.CreateMessageRequest(params=params))
@@ -141,3 +132,16 @@ class BackChannel:
             self._lists_changed(kind)
         elif isinstance(message, types.ResourceUpdatedNotification):
             await self.hooks.resource_updated(self.server, str(message.params.uri))
+        elif isinstance(message, types.ElicitCompleteNotification):
+            await self._to_caller(message)  # a URL-mode elicitation finished: its client is told
+
+    async def _to_caller(self, notification: Any) -> None:
+        caller = self.caller()
+        if caller is None:
+            log.debug("%s with no client to give it to", notification.method, extra={"server": self.server})
+            return
+        try:
+            await caller.notify(notification)
+        except Exception as exc:  # noqa: BLE001 - a client gone mid-call must not break the upstream's session
+            log.debug("%s could not be passed on (%s)", notification.method, type(exc).__name__,
+                      extra={"server": self.server})

@@ -1,0 +1,165 @@
+"""Forwarding one client request to an upstream, and everything that comes back on the way.
+
+``forward`` sends a request to the route's upstream, with retries for what is safe to repeat.
+``interactive`` is for the requests an upstream may answer with questions for the client
+(tools/call, prompts/get, resources/read): it bridges the two protocol eras both ways (see the
+table in docs/protocol.md) and cancels the upstream request when the client goes away.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Awaitable, Callable, TypeVar
+
+import anyio
+import mcp_types as types
+from mcp.client._input_required import run_input_required_driver
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from gateway.caller import Caller
+from gateway.errors import UpstreamUnavailable
+from gateway.parked import PREFIX as PARKED
+from gateway.parked import ParkedCall, ParkedCalls
+from gateway.routing import Route
+from gateway.runtime import Gateway, Snapshot
+from gateway.sessions import SessionRegistry
+from gateway.upstreams.connection import CALLER_CAPABILITIES
+
+T = TypeVar("T")
+RESUME_GRACE = 10.0  # seconds a client whose stream dropped has to come back before its calls are cancelled
+
+
+async def forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool,
+                   operation: Callable[[Any], Awaitable[T]], caller: Caller | None = None) -> T:
+    """Send to the route's upstream. A request that is safe to repeat and failed in transit (not one
+    that timed out: it may have done its work) is sent again, up to ``retry.attempts`` tries."""
+    upstream = snap.upstreams.get(route.server)
+    if upstream is None:
+        raise UpstreamUnavailable(route.server, f"server '{route.server}' is not running")
+    retry = upstream.config.retry
+    attempts = retry.attempts if repeatable else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _unstamped(await upstream.request(operation, timeout, caller))
+        except UpstreamUnavailable:
+            if attempt == attempts or upstream.breaker.opened:
+                raise
+        await anyio.sleep(min(retry.max_backoff, retry.backoff * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+async def interactive(gateway: Gateway, snap: Snapshot, route: Route, caller: Caller, params: Any,
+                       timeout: float, repeatable: bool, send: Callable[[Any, Any, Any, Any], Awaitable[T]]) -> T:
+    """A request the upstream may answer with "input required" (tools/call, prompts/get,
+    resources/read). A 2026-07-28 client gets that result as it is and answers it itself, its
+    ``requestState`` passed back byte for byte; for a handshake-era client the gateway asks the
+    client each question, on the channel of its request, and retries with the answers. A
+    handshake-era upstream's questions to a 2026-07-28 client go through a parked call."""
+    responses, state = params.input_responses, params.request_state
+
+    def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
+        return lambda client: send(client, responses, state, _upstream_meta(client, caller))
+
+    resumable = not snap.config.gateway.http.json_response
+    return await _unless_client_leaves(caller, gateway.sessions, resumable, lambda: _interactive_steps(
+        gateway.parked, snap, route, caller, responses, state, timeout, repeatable, operation))
+
+
+async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, responses: Any,
+                             state: Any, timeout: float, repeatable: bool, operation: Callable[[Any, Any], Any]) -> Any:
+    if caller.modern:
+        if state is not None and state.startswith(PARKED):
+            parked = parked_calls.resume(state)
+            parked.caller.ctx = caller.ctx  # progress and logs go to the request that is waiting now
+            parked.answer(responses)
+            return await _collect(parked)
+        upstream = snap.upstreams.get(route.server)
+        if upstream is not None and upstream.ready and not upstream.modern:
+
+            async def call(parked: ParkedCall) -> Any:
+                caller.parked, parked.caller = parked, caller
+                return await forward(snap, route, timeout, repeatable, operation(responses, state), caller)
+
+            return await _collect(parked_calls.start(call))
+
+    result: Any = await forward(snap, route, timeout, repeatable, operation(responses, state), caller)
+    if isinstance(result, types.InputRequiredResult) and not caller.modern:
+        result = await run_input_required_driver(
+            result, dispatch=lambda key, request: caller.answer(request),
+            retry=lambda responses, state: forward(snap, route, timeout, False, operation(responses, state), caller))
+    return result
+
+
+async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, resumable: bool,
+                                work: Callable[[], Awaitable[T]]) -> T:
+    """``work()``, cancelled when its client leaves; the upstream request is then cancelled too (the
+    SDK sends ``notifications/cancelled`` upstream). The SDK leaves a handler running after its
+    client has gone, so the gateway watches the request's connection: once the request has been
+    read, the only message it can still deliver is the disconnect.
+
+    A call of a stateful handshake-era session answered on a resumable SSE stream is different: a
+    dropped stream is not the client leaving (the spec says so), the client reconnects with
+    ``Last-Event-ID`` and the answer waits in the event store. It is cancelled when the session
+    ends (DELETE), or when the stream dropped and the session shows no sign of life within
+    ``RESUME_GRACE``: a client that vanished does not keep its calls running.
+    """
+    request = getattr(caller.ctx, "request", None)
+    if request is None:  # stdio: the client leaving ends the gateway, which cancels what is in flight
+        return await work()
+    session_id = request.headers.get("mcp-session-id")
+    resumes = bool(session_id) and resumable and not caller.modern
+    receive = request.receive
+    outcome: dict[str, Any] = {}
+    with sessions.call_of_session(session_id) if resumes else nullcontext():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if not resumes or not await sessions.returns_within(session_id, RESUME_GRACE):
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                outcome["result"] = await work()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (unwrapped)
+                outcome["error"] = exc
+            tg.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" in outcome:
+        return outcome["result"]
+    raise MCPError(INTERNAL_ERROR, "the client left before the answer")  # an answer to nobody
+
+
+async def _collect(parked: ParkedCall) -> Any:
+    """The parked call's next step; a client that gives up on its request gives up the call."""
+    try:
+        return await parked.next()
+    except anyio.get_cancelled_exc_class():
+        parked.cancel()
+        raise
+
+
+def _upstream_meta(client: Any, caller: Caller) -> dict[str, Any] | None:
+    """Per-request ``_meta`` for the upstream. On the 2026-07-28 wire the request declares the
+    calling client's capabilities (see ``connection._Outgoing``) and opts into logs at the level
+    the client wants."""
+    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    meta = {CALLER_CAPABILITIES: caller.capabilities()}
+    if caller.log_level is not None:
+        meta[LOG_LEVEL_META_KEY] = caller.log_level
+    return meta
+
+
+def _unstamped(result: T) -> T:
+    """The result without the upstream's ``serverInfo`` stamp in ``_meta``: clients are answered by
+    the gateway, which stamps its own where the protocol version asks for one."""
+    meta = getattr(result, "meta", None)
+    if not meta or SERVER_INFO_META_KEY not in meta:
+        return result
+    rest = {key: value for key, value in meta.items() if key != SERVER_INFO_META_KEY}
+    return result.model_copy(update={"meta": rest or None})  # type: ignore[attr-defined]
