@@ -17,6 +17,7 @@ from starlette.requests import Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from gateway.config.model import HttpConfig
@@ -162,4 +163,9 @@ class _Endpoint:
             response: Any = JSONResponse({"error": f"no namespace named '{name}'"}, status_code=404)
             await response(scope, receive, send)
             return
+        session_id = Headers(scope=scope).get("mcp-session-id")
+        if session_id:
+            self.managers.gateway.sessions.session_active(session_id)
         await manager.handle_request(scope, receive, send)
+        if session_id and scope["method"] == "DELETE":
+            self.managers.gateway.sessions.session_ended(session_id)

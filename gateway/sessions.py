@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -38,6 +40,8 @@ class SessionRegistry:
         self._by_endpoint: dict[str, weakref.WeakSet[Any]] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
         self._levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._calls: dict[str, set[anyio.CancelScope]] = {}
+        self._returns: dict[str, anyio.Event] = {}
 
     def count(self) -> int:
         return sum(len(connections) for connections in self._by_endpoint.values())
@@ -52,6 +56,39 @@ class SessionRegistry:
         if connection is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         self._by_endpoint.setdefault(endpoint, weakref.WeakSet()).add(connection)
+
+    @contextmanager
+    def call_of_session(self, session_id: str) -> Iterator[anyio.CancelScope]:
+        """A call of a Streamable HTTP session, cancelled when the client ends the session."""
+        with anyio.CancelScope() as scope:
+            calls = self._calls.setdefault(session_id, set())
+            calls.add(scope)
+            try:
+                yield scope
+            finally:
+                calls.discard(scope)
+                if not calls:
+                    self._calls.pop(session_id, None)
+
+    def session_active(self, session_id: str) -> None:
+        """A request of the session arrived (a client resuming a dropped stream, say)."""
+        returned = self._returns.pop(session_id, None)
+        if returned is not None:
+            returned.set()
+
+    async def returns_within(self, session_id: str, grace: float) -> bool:
+        """Whether the session shows a sign of life within ``grace`` seconds."""
+        returned = self._returns.setdefault(session_id, anyio.Event())
+        with anyio.move_on_after(grace):
+            await returned.wait()
+            return True
+        return False
+
+    def session_ended(self, session_id: str) -> None:
+        """The client ended its session (HTTP DELETE): its calls in flight are cancelled."""
+        for scope in self._calls.pop(session_id, ()):
+            scope.cancel()
+        self._returns.pop(session_id, None)
 
     def set_level(self, ctx: Any, level: str) -> None:
         connection = connection_of(ctx)
