@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from anyio.abc import Process
 from gateway_harness import gateway_http, write_config
 from published import NODE, NPM_CLI, REPO
-from upstreams import stop_process
+from upstreams import read_listening_line, stop_process
 
 SUITE = "@modelcontextprotocol/conformance"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "conformance_server.py"
@@ -228,25 +227,12 @@ async def fixture_http() -> AsyncIterator[str]:
             process = await anyio.open_process([sys.executable, str(FIXTURE), "--transport", "http"],
                                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
         try:
-            yield await _listening_url(process, stderr_path)
+            yield await read_listening_line(process, stderr_path, STARTUP_TIMEOUT)
         finally:
             with anyio.CancelScope(shield=True):
                 await stop_process(process)
 
 
-async def _listening_url(process: Process, stderr_path: Path) -> str:
-    assert process.stdout is not None
-    buffer = b""
-    with anyio.fail_after(STARTUP_TIMEOUT):
-        while b"\n" not in buffer:
-            try:
-                buffer += await process.stdout.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-    line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
-    if not line.startswith("LISTENING "):
-        raise RuntimeError(f"conformance fixture did not start (stdout {line!r}):\n{_tail(stderr_path)}")
-    return line.removeprefix("LISTENING ")
 
 
 def gateway_config(directory: Path) -> Path:

@@ -100,7 +100,7 @@ async def running_upstream(
                 stderr=stderr_file,
             )
         try:
-            url = await _read_listening_line(process, stderr_path, startup_timeout)
+            url = await read_listening_line(process, stderr_path, startup_timeout)
             yield RunningUpstream(url=url, process=process, stderr_path=stderr_path)
         finally:
             with anyio.CancelScope(shield=True):
@@ -121,7 +121,8 @@ async def http_upstream(
         yield upstream.url
 
 
-async def _read_listening_line(process: Process, stderr_path: Path, timeout: float) -> str:
+async def read_listening_line(process: Process, stderr_path: Path, timeout: float) -> str:
+    """The URL a fixture server prints as `LISTENING <url>` once it accepts connections."""
     assert process.stdout is not None
     buffer = b""
     try:
@@ -133,11 +134,11 @@ async def _read_listening_line(process: Process, stderr_path: Path, timeout: flo
                     break
     except TimeoutError:
         raise RuntimeError(
-            f"fixture upstream printed no LISTENING line within {timeout}s; stderr:\n{_tail(stderr_path)}"
+            f"the server printed no LISTENING line within {timeout}s; stderr:\n{_tail(stderr_path)}"
         ) from None
     line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
     if not line.startswith("LISTENING "):
-        raise RuntimeError(f"fixture upstream did not start (stdout {line!r}); stderr:\n{_tail(stderr_path)}")
+        raise RuntimeError(f"the server did not start (stdout {line!r}); stderr:\n{_tail(stderr_path)}")
     return line.removeprefix("LISTENING ")
 
 
