@@ -21,7 +21,7 @@ from gateway.config.problems import Problem
 from gateway.config.schema import schema_text
 from gateway.errors import ConfigFileError
 from gateway.logs import configure_logging
-from gateway.serve import NotEnforced, ServeOptions
+from gateway.serve import ServeOptions
 from gateway.status import StatusUnavailable, fetch_status, render_status
 from gateway.serve import serve as run_gateway
 
@@ -171,7 +171,7 @@ def serve(
         anyio.run(run_gateway, config, loaded.config, options)
     except KeyboardInterrupt:
         pass
-    except (OSError, NotEnforced) as exc:
+    except OSError as exc:
         typer.echo(f"mcpgw: cannot serve: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
 

@@ -8,9 +8,12 @@
     │   │                           a usage error: `mcpgw validate` exits 2
     │   └── ConfigInvalid           the file was read but has problems; carries every Problem found;
     │                               `mcpgw validate` exits 1
-    └── UpstreamError               one upstream server failed a request; names the server
-        ├── UpstreamUnavailable     not connected (never started, crashed, connection lost)
-        └── UpstreamTimeout         did not answer within its timeout
+    ├── UpstreamError               one upstream server failed a request; names the server
+    │   ├── UpstreamUnavailable     not connected (never started, crashed, connection lost)
+    │   └── UpstreamTimeout         did not answer within its timeout
+    ├── RateLimited                 a request exceeded a rate limit (security/limits.py); says when to
+    │                               retry; clients see JSON-RPC -32029 or HTTP 429 with Retry-After
+    └── ReloadRejected              a new configuration could not be put in service (runtime.py)
 
 Foreign exceptions (``OSError``, ``yaml.YAMLError``, ``jsonschema`` errors) never escape the config
 package: they are translated where they happen into Problems or into these classes, chained with

@@ -5,7 +5,7 @@ until the app stops, so a namespace added by a reload is served at once and sess
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -18,14 +18,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.calls import RATE_LIMITED
 from gateway.config.model import HttpConfig
 from gateway.event_store import BoundedEventStore
 from gateway.observability import health_report, servers_report
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import ROOT, Gateway
+from gateway.security.auth import KeyRing
+from gateway.security.front_door import FrontDoor, endpoints_at, principal_of
+from gateway.security.limits import RateLimited
+from gateway.security.oauth import WELL_KNOWN, TokenValidator, base_url_of, metadata
 
 SSE_RETRY_MS = 1000  # how soon a client whose SSE stream dropped should reconnect (the SSE `retry:` field)
 
@@ -97,7 +103,7 @@ async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: Ta
         await anyio.sleep_forever()
 
 
-def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = None) -> Starlette:
+def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = None) -> ASGIApp:
     managers = _Managers(gateway, stateless)
     path = managers.http.path
 
@@ -106,14 +112,90 @@ def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = 
         async with managers.running():
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route(path, endpoint=_Endpoint(managers, ROOT), methods=_METHODS),
             Route("/ns/{namespace}" + path, endpoint=_Endpoint(managers, None), methods=_METHODS),
             *status_routes(gateway, reloader),
+            Route(WELL_KNOWN + "{endpoint:path}", _resource_metadata(gateway, path), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    return _Guarded(gateway, app, endpoints_at(path))
+
+
+def _resource_metadata(gateway: Gateway, path: str) -> Callable[[Request], Any]:
+    """RFC 9728 Protected Resource Metadata of an endpoint, while ``auth.oauth`` is configured."""
+
+    async def document(request: Request) -> Response:
+        auth = gateway.current.config.auth
+        endpoint = request.path_params["endpoint"] or path
+        if auth is None or auth.oauth is None or not (endpoint == path or endpoint.endswith(path)):
+            return JSONResponse({"error": "no protected resource here"}, status_code=404)
+        base = base_url_of(request.url.scheme, request.headers.get("host"), auth.oauth.resource or "http://localhost")
+        return JSONResponse(metadata(auth.oauth, base + endpoint))
+
+    return document
+
+
+class _Guarded:
+    """The app behind its front door, as the configuration in service says: CORS (when
+    configured), then API keys (``auth``, lazy or not) with the body and JSON-RPC checks, then the
+    request-wide rate limits. Built again when a reload changes any of them, so a rotated key or a
+    new limit applies to the next request."""
+
+    def __init__(self, gateway: Gateway, app: ASGIApp, endpoint_of: Callable[[str], str | None]) -> None:
+        self.gateway, self.app, self.endpoint_of = gateway, app, endpoint_of
+        self._config: Any = None
+        self._settings: Any = None
+        self._guarded: ASGIApp = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan
+            await self.app(scope, receive, send)
+            return
+        config = self.gateway.current.config
+        if config is not self._config:
+            self._config = config
+            settings = (config.auth, config.cors, config.gateway.http.max_body_bytes)
+            if settings != self._settings:
+                self._settings, self._guarded = settings, self._build(config)
+        await self._guarded(scope, receive, send)
+
+    def _build(self, config: Any) -> ASGIApp:
+        auth, cors = config.auth, config.cors
+        app: ASGIApp = _RequestLimits(self.app, self.gateway, self.endpoint_of)
+        oauth = TokenValidator(auth.oauth) if auth is not None and auth.oauth is not None else None
+        app = FrontDoor(app, keyring=KeyRing.from_config(auth), lazy=bool(auth and auth.lazy),
+                        max_body_bytes=config.gateway.http.max_body_bytes, endpoint_of=self.endpoint_of, oauth=oauth)
+        if cors is not None:
+            app = CORSMiddleware(app, allow_origins=list(cors.allow_origins), allow_methods=list(cors.allow_methods),
+                                 allow_headers=list(cors.allow_headers), expose_headers=list(cors.expose_headers),
+                                 allow_credentials=cors.allow_credentials, max_age=int(cors.max_age))
+        return app
+
+
+class _RequestLimits:
+    """The rate limits that apply to a whole HTTP request (``global`` and ``key`` rules without
+    ``methods``): exceeded, the request is answered 429 with ``Retry-After`` before it is read."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, endpoint_of: Callable[[str], str | None]) -> None:
+        self.app, self.gateway, self.endpoint_of = app, gateway, endpoint_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST" and self.endpoint_of(scope["path"]) is not None:
+            principal = principal_of(scope)
+            client = scope.get("client")
+            key = principal.name if principal else f"address:{client[0] if client else 'unknown'}"
+            try:
+                await self.gateway.limits.admit_request(key=key)
+            except RateLimited as exc:
+                body = {"jsonrpc": "2.0", "id": None, "error": {"code": RATE_LIMITED, "message": str(exc),
+                                                               "data": exc.data}}
+                await JSONResponse(body, status_code=429, headers={"Retry-After": exc.retry_after_header})(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def status_app(gateway: Gateway, reloader: Reloader | None) -> Starlette:

@@ -10,7 +10,6 @@ for the other methods. Errors the upstream itself returned pass through unchange
 from __future__ import annotations
 
 import logging
-import time
 from fnmatch import fnmatchcase
 from typing import Any, Awaitable, TypeVar
 
@@ -21,6 +20,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
 from gateway import __version__
+from gateway.calls import CallRecord
 from gateway.caller import Caller, connection_of
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.forwarding import forward, interactive
@@ -70,24 +70,6 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     return server
 
 
-class _Measure:
-    """Times one request and counts it by method, server and outcome when it ends."""
-
-    __slots__ = ("metrics", "method", "server", "outcome", "started")
-
-    def __init__(self, metrics: Any, method: str) -> None:
-        self.metrics, self.method, self.server, self.outcome = metrics, method, "", "ok"
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> "_Measure":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self.outcome == "ok":
-            self.outcome = "error"
-        self.metrics.observe(self.method, self.server, self.outcome, time.perf_counter() - self.started)
-
-
 class _Handlers:
     def __init__(self, gateway: Gateway, endpoint: str) -> None:
         self.gateway = gateway
@@ -97,30 +79,44 @@ class _Handlers:
         self.gateway.sessions.seen(self.endpoint, ctx)
         return self.gateway.current
 
-    def _measure(self, method: str) -> _Measure:
-        return _Measure(self.gateway.metrics, method)
+    def _record(self, method: str, ctx: Any) -> CallRecord:
+        return CallRecord(self.gateway, method, ctx)
 
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        with self._measure("tools/list"):
+        with self._record("tools/list", ctx) as record:
+            await record.admit()
             return self._snapshot(ctx).table(self.endpoint).list_tools
 
     async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
-        with self._measure("prompts/list"):
+        with self._record("prompts/list", ctx) as record:
+            await record.admit()
             return self._snapshot(ctx).table(self.endpoint).list_prompts
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        with self._measure("resources/list"):
+        with self._record("resources/list", ctx) as record:
+            await record.admit()
             return self._snapshot(ctx).table(self.endpoint).list_resources
 
     async def list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        with self._measure("resources/templates/list"):
+        with self._record("resources/templates/list", ctx) as record:
+            await record.admit()
             return self._snapshot(ctx).table(self.endpoint).list_resource_templates
+
+    def _check_arguments(self, snap: Snapshot, route: Route, params: types.CallToolRequestParams,
+                         record: CallRecord) -> None:
+        """Arguments that break the tool's ``inputSchema`` never reach the upstream (``validate_arguments``)."""
+        if route.definition is None or not snap.config.servers[route.server].validate_arguments:
+            return
+        problem = self.gateway.arguments.check(route.definition, params.arguments)
+        if problem is not None:
+            record.outcome = "invalid_arguments"
+            raise MCPError(INVALID_PARAMS, f"invalid arguments for tool '{params.name}': {problem}")
 
     def _caller(self, ctx: Any) -> Caller:
         return Caller(ctx, self.endpoint, self.gateway.sessions.level(ctx))
 
     async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
-        with self._measure("tools/call") as measure:
+        with self._record("tools/call", ctx) as record:
             snap = self._snapshot(ctx)
             table = snap.table(self.endpoint)
             route = table.tools.get(params.name)
@@ -128,11 +124,14 @@ class _Handlers:
                 server = table.server_for_unknown(params.name)
                 upstream = snap.upstreams.get(server) if server else None
                 if upstream is not None and (upstream.catalog is None or upstream.hidden):
-                    measure.server, measure.outcome = upstream.name, "unavailable"
+                    record.server, record.outcome = upstream.name, "unavailable"
                     return _tool_error(upstream.unavailable_reason())
-                measure.outcome = "unknown"
+                record.outcome = "unknown"
                 raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
-            measure.server = route.server
+            record.routed(route, params.name)
+            record.arguments = params.arguments
+            await record.admit(tool=params.name)
+            self._check_arguments(snap, route, params, record)
             caller = self._caller(ctx)
             progress = caller.report_progress if caller.progress_token is not None else None
             repeatable = route.repeatable or snap.config.servers[route.server].retry.tool_calls
@@ -143,65 +142,69 @@ class _Handlers:
                                                 input_responses=responses, request_state=state, meta=meta,
                                                 allow_input_required=True))
             except UpstreamError as exc:
-                measure.outcome = _outcome(exc)
+                record.outcome = _outcome(exc)
                 return _tool_error(str(exc))
             if getattr(result, "is_error", False):
-                measure.outcome = "tool_error"
+                record.outcome = "tool_error"
             return result
 
     async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        with self._measure("prompts/get") as measure:
+        with self._record("prompts/get", ctx) as record:
             snap = self._snapshot(ctx)
             route = snap.table(self.endpoint).prompts.get(params.name)
             if route is None:
-                measure.outcome = "unknown"
+                record.outcome = "unknown"
                 raise MCPError(INVALID_PARAMS, f"unknown prompt '{params.name}'")
-            measure.server = route.server
-            return await _or_raise(measure, interactive(
+            record.routed(route, params.name)
+            record.arguments = params.arguments
+            await record.admit()
+            return await _or_raise(record, interactive(
                 self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
                 lambda c, responses, state, meta: c.session.get_prompt(
                     route.upstream_name, params.arguments, input_responses=responses, request_state=state,
                     meta=meta, allow_input_required=True)))
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
-        with self._measure("resources/read") as measure:
+        with self._record("resources/read", ctx) as record:
             snap = self._snapshot(ctx)
-            uri, route = self._resource_route(snap, str(params.uri), measure)
-            return await _or_raise(measure, interactive(
+            uri, route = self._resource_route(snap, str(params.uri), record)
+            await record.admit()
+            return await _or_raise(record, interactive(
                 self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
                 lambda c, responses, state, meta: c.session.read_resource(
                     uri, input_responses=responses, request_state=state, meta=meta, allow_input_required=True)))
 
     async def subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """Subscribe the upstream for the first subscriber of a URI only; later ones share it."""
-        with self._measure("resources/subscribe") as measure:
+        with self._record("resources/subscribe", ctx) as record:
             snap = self._snapshot(ctx)
-            uri, route = self._resource_route(snap, str(params.uri), measure)
+            uri, route = self._resource_route(snap, str(params.uri), record)
+            await record.admit()
             subscriptions, subscriber = self.gateway.subscriptions, connection_of(ctx)
             if subscriber is None or not subscriptions.add(route.server, uri, subscriber):
                 return types.EmptyResult()
             try:
-                await _or_raise(measure, _set_subscribed(snap, route, uri, True))
+                await _or_raise(record, _set_subscribed(snap, route, uri, True))
             except BaseException:
                 subscriptions.remove(route.server, uri, subscriber)
                 raise
             return types.EmptyResult()
 
     async def unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-        with self._measure("resources/unsubscribe") as measure:
+        with self._record("resources/unsubscribe", ctx) as record:
             snap = self._snapshot(ctx)
-            uri, route = self._resource_route(snap, str(params.uri), measure)
+            uri, route = self._resource_route(snap, str(params.uri), record)
             subscriber = connection_of(ctx)
             if subscriber is not None and self.gateway.subscriptions.remove(route.server, uri, subscriber):
-                await _or_raise(measure, _set_subscribed(snap, route, uri, False))
+                await _or_raise(record, _set_subscribed(snap, route, uri, False))
             return types.EmptyResult()
 
-    def _resource_route(self, snap: Snapshot, uri: str, measure: _Measure) -> tuple[str, Route]:
+    def _resource_route(self, snap: Snapshot, uri: str, record: CallRecord) -> tuple[str, Route]:
         route = snap.table(self.endpoint).resolve_resource(uri)
         if route is None:
-            measure.outcome = "unknown"
+            record.outcome = "unknown"
             raise MCPError(INVALID_PARAMS, f"unknown resource '{uri}'", data={"uri": uri})  # as SEP-2164 asks
-        measure.server = route.server
+        record.routed(route, uri)
         return uri, route
 
     async def listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
@@ -226,7 +229,8 @@ class _Handlers:
     async def set_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
         """Remember the client's level (the gateway filters per client) and ask the upstreams for
         the most verbose level any client wants, so nothing a client asked for is dropped early."""
-        with self._measure("logging/setLevel"):
+        with self._record("logging/setLevel", ctx) as record:
+            await record.admit()
             sessions = self.gateway.sessions
             sessions.set_level(ctx, params.level)
             snap = self._snapshot(ctx)
@@ -254,7 +258,7 @@ class _Handlers:
         return [snap.upstreams[name] for name in names if name in snap.upstreams]
 
     async def complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        with self._measure("completion/complete") as measure:
+        with self._record("completion/complete", ctx) as record:
             snap = self._snapshot(ctx)
             table = snap.table(self.endpoint)
             ref = params.ref
@@ -265,24 +269,25 @@ class _Handlers:
                 route = table.template_route(ref.uri)
                 upstream_ref = ref
             if route is None:
-                measure.outcome = "unknown"
+                record.outcome = "unknown"
                 return types.CompleteResult(completion=types.Completion(values=[]))
-            measure.server = route.server
+            record.routed(route, getattr(ref, "name", None) or ref.uri)
+            await record.admit()
             context = params.context.arguments if params.context else None
             argument = {"name": params.argument.name, "value": params.argument.value}
-            return await _or_raise(measure, forward(snap, route, snap.config.servers[route.server].timeout, True,
+            return await _or_raise(record, forward(snap, route, snap.config.servers[route.server].timeout, True,
                                                      lambda c: c.session.complete(upstream_ref, argument, context)))
 
 
-async def _or_raise(measure: _Measure, forwarding: Awaitable[T]) -> T:
+async def _or_raise(record: CallRecord, forwarding: Awaitable[T]) -> T:
     """For methods answered with a JSON-RPC error when the upstream fails (all but tools/call)."""
     try:
         return await forwarding
     except UpstreamTimeout as exc:
-        measure.outcome = "timeout"
+        record.outcome = "timeout"
         raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
     except UpstreamError as exc:
-        measure.outcome = "unavailable"
+        record.outcome = "unavailable"
         raise MCPError(INTERNAL_ERROR, str(exc)) from exc
 
 

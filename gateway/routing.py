@@ -55,6 +55,7 @@ class Route:
     server: str
     upstream_name: str
     repeatable: bool = False
+    definition: Any = field(default=None, compare=False, repr=False)  # the upstream's Tool (to check arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ def _named_offers(server: ServerConfig, naming: NamingConfig, items: Iterable[An
             continue
         local = rules.rename.get(item.name, item.name)
         exposed = expose_name(server.prefix, naming.separator, local, naming.max_tool_name_length)
-        yield _Offer(exposed, Route(server.name, item.name, _repeatable(item)), item.model_copy(update={"name": exposed}),
+        yield _Offer(exposed, Route(server.name, item.name, _repeatable(item), item), item.model_copy(update={"name": exposed}),
                      join_name(server.prefix, naming.separator, local))
 
 

@@ -23,9 +23,12 @@ from gateway.config.digest import digest as config_digest
 from gateway.config.model import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.observability import Metrics
-from gateway.redact import REDACT
 from gateway.parked import ParkedCalls
+from gateway.redact import REDACT
 from gateway.routing import Collision, RoutingTable, build_routing_table
+from gateway.security.arguments import ArgumentValidator
+from gateway.security.audit import AuditLog
+from gateway.security.limits import RateLimiter
 from gateway.sessions import SessionRegistry
 from gateway.subscriptions import ResourceSubscriptions
 from gateway.upstreams.back_channel import DownstreamHooks
@@ -64,6 +67,9 @@ class Gateway:
         self.sessions = SessionRegistry()
         self.subscriptions = ResourceSubscriptions()
         self.parked = ParkedCalls()
+        self.limits = RateLimiter.from_config(config.rate_limits)
+        self.audit = AuditLog.from_config(config.observability.audit)
+        self.arguments = ArgumentValidator()
         self.pool = UpstreamPool(on_change=self._catalog_changed, hooks=DownstreamHooks(
             resource_updated=self._resource_updated, server_log=self._server_log,
             subscribed_uris=self.subscriptions.uris))
@@ -97,6 +103,7 @@ class Gateway:
         (before the swap), swap, then retire what only the old snapshot used. Raises ReloadRejected,
         leaving the running snapshot untouched, when a new or changed server cannot be started."""
         old = self.current
+        audit = self._audit_for(config)
         acquired = {s.name: self.pool.acquire(s) for s in config.servers.values() if s.enabled}
         started = [u for u, new in acquired.values() if new]
         for upstream in started:
@@ -106,9 +113,16 @@ class Gateway:
             reasons = "; ".join(u.unavailable_reason() for u in failed)
             for upstream in started:
                 self.pool.discard(upstream, "the configuration reload that started it was rejected")
+            if audit is not None and audit is not self.audit:
+                audit.close()
             raise ReloadRejected(f"could not start {len(failed)} server(s): {reasons}")
         for name, (upstream, _) in acquired.items():
             upstream.config = config.servers[name]  # policies (timeouts, retries, breaker) take effect now
+        self.limits = RateLimiter.from_config(config.rate_limits, previous=self.limits)  # unchanged rules keep counting
+        if audit is not self.audit:
+            replaced, self.audit = self.audit, audit
+            if replaced is not None:
+                replaced.close()
         new = self._snapshot(old.version + 1, config, {name: u for name, (u, _) in acquired.items()})
         self._install(new)
         kept = set(map(id, new.upstreams.values()))
@@ -117,6 +131,16 @@ class Gateway:
                 assert self._tg is not None
                 self._tg.start_soon(self.pool.retire, upstream, config.gateway.drain_timeout)
         return new
+
+    def _audit_for(self, config: GatewayConfig) -> AuditLog | None:
+        """The audit log ``config`` asks for: the running one if unchanged, else a new one (a file
+        that cannot be opened rejects the reload, like a server that cannot start)."""
+        if config.observability.audit == self.current.config.observability.audit:
+            return self.audit
+        try:
+            return AuditLog.from_config(config.observability.audit)
+        except OSError as exc:
+            raise ReloadRejected(f"cannot open the audit log: {exc}") from exc
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight on any upstream, at most ``timeout``; True if drained."""

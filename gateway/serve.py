@@ -22,7 +22,6 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 
 from gateway.config.model import GatewayConfig
-from gateway.errors import GatewayError
 from gateway.http import build_app, status_app
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
@@ -45,15 +44,8 @@ class ServeOptions:
     watch: bool = True
 
 
-class NotEnforced(GatewayError):
-    """A security setting is configured that this version cannot enforce: serving would look safe and not be."""
-
-
 async def serve(config_path: Path, config: GatewayConfig, options: ServeOptions) -> None:
     transport = options.transport or config.gateway.transport
-    if transport != "stdio" and config.auth is not None:
-        raise NotEnforced("`auth` is configured, but this version does not enforce it yet: refusing to serve HTTP "
-                          "with it (remove `auth` to serve without credentials, bound to a trusted network)")
     gateway = Gateway(config)
     reloader = Reloader(gateway, config_path)
     async with anyio.create_task_group() as tg:
@@ -136,10 +128,16 @@ async def _serve_http(gateway: Gateway, reloader: Reloader, options: ServeOption
     stateless = http.stateless if options.stateless is None else options.stateless
     app = build_app(gateway, stateless=stateless, reloader=reloader)
     sock = _bind(host, port)
+    tls = http.tls
     server = _Uvicorn(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                     timeout_graceful_shutdown=max(1, int(settings.drain_timeout))))
+                                     timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+                                     ssl_certfile=tls.cert_file if tls else None,
+                                     ssl_keyfile=tls.key_file if tls else None))
+    if tls:
+        server.config.load()  # reads the certificate now: a bad one stops the start with its reason
     bound = sock.getsockname()[1]
-    log.info("listening on http://%s:%d%s%s", host, bound, http.path, " (stateless)" if stateless else "")
+    log.info("listening on %s://%s:%d%s%s", "https" if tls else "http", host, bound, http.path,
+             " (stateless)" if stateless else "")
     async def stop() -> None:
         server.should_exit = True  # uvicorn stops accepting and lets open requests finish (bounded)
 

@@ -31,7 +31,7 @@ from upstreams import stop_process
 MCPGW = str(Path(sys.executable).with_name("mcpgw"))
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 async def eventually(condition: Callable[[], Any], poll: float = 0.02) -> Any:

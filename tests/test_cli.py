@@ -136,14 +136,8 @@ servers:
     args: [-m, gateway.demo]
 """
 
-SERVE_WITH_AUTH = SERVE + """\
-auth:
-  api_keys: [{name: ci, key: a-key-long-enough-123}]
-"""
-
 FILES = {
     "serve.yaml": SERVE,
-    "serve-auth.yaml": SERVE_WITH_AUTH,
     "recursive-alias.yaml": RECURSIVE_ALIAS,
     "valid.yaml": VALID,
     "invalid.yaml": INVALID,
@@ -183,7 +177,6 @@ RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "serve-invalid": (("serve", "invalid.yaml"), {}),
     "serve-missing": (("serve", "missing.yaml"), {}),
     "serve-help": (("serve", "--help"), {}),
-    "serve-auth-http": (("serve", "serve-auth.yaml", "--transport", "streamable-http", "--port", "0"), {}),
 }
 
 
@@ -414,9 +407,4 @@ def test_serve_help_names_the_transports(cli: Cli) -> None:
     assert result.returncode == 0
     assert "--transport" in result.stdout and "streamable-http" in result.stdout
 
-
-def test_serve_refuses_http_with_auth_it_cannot_enforce_yet(cli: Cli) -> None:
-    result = cli("serve-auth-http")
-    assert result.returncode == 1
-    assert "refusing to serve HTTP" in result.stderr and "not enforced yet" in result.stderr
 

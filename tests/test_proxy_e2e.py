@@ -202,7 +202,8 @@ async def test_a_namespace_endpoint_serves_only_its_servers(tmp_path: Path) -> N
             async with Client(gw.url) as client:
                 assert text(await client.call_tool("alpha__whoami", {})) == "alpha"
             async with httpx2.AsyncClient() as http:
-                assert (await http.post(gw.base + "/ns/nope/mcp", content=b"{}")).status_code == 404
+                ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+                assert (await http.post(gw.base + "/ns/nope/mcp", json=ping)).status_code == 404
 
 
 async def test_sigterm_stops_the_gateway_and_leaves_no_upstream_process(tmp_path: Path) -> None:

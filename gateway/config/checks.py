@@ -214,12 +214,8 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
 
 
 NOT_ENFORCED_YET = {
-    "/auth": "`auth` is not enforced yet: `mcpgw serve` refuses to serve HTTP while it is configured",
-    "/rate_limits": "`rate_limits` are not enforced yet",
-    "/cors": "`cors` is not applied yet: browsers from other origins get no CORS headers",
+    "/rate_limits/storage": "shared rate-limit storage is not supported yet: each replica counts on its own",
     "/sources": "`sources` are not read yet: only the servers in this file are served",
-    "/observability/audit": "the audit log is not written yet",
-    "/gateway/http/tls": "`tls` is not supported yet: serve behind a TLS-terminating proxy",
     "/gateway/http/session_signing_key": "signed sessions are not supported yet: sessions live in one process",
 }
 
@@ -227,9 +223,8 @@ NOT_ENFORCED_YET = {
 def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
     """Settings the contract has but this version does not act on yet: say so instead of ignoring
     them silently (a security setting that is not enforced must never look as if it were)."""
-    present = {"/auth": config.auth, "/rate_limits": config.rate_limits, "/cors": config.cors,
-               "/sources": config.sources, "/observability/audit": config.observability.audit,
-               "/gateway/http/tls": config.gateway.http.tls,
+    present = {"/rate_limits/storage": config.rate_limits and config.rate_limits.storage != "memory",
+               "/sources": config.sources,
                "/gateway/http/session_signing_key": config.gateway.http.session_signing_key}
     for pointer, value in present.items():
         if value:
