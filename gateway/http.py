@@ -15,11 +15,11 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.calls import RATE_LIMITED
 from gateway.config.model import HttpConfig
@@ -169,10 +169,31 @@ class _Guarded:
         app = FrontDoor(app, keyring=KeyRing.from_config(auth), lazy=bool(auth and auth.lazy),
                         max_body_bytes=config.gateway.http.max_body_bytes, endpoint_of=self.endpoint_of, oauth=oauth)
         if cors is not None:
-            app = CORSMiddleware(app, allow_origins=list(cors.allow_origins), allow_methods=list(cors.allow_methods),
-                                 allow_headers=list(cors.allow_headers), expose_headers=list(cors.expose_headers),
-                                 allow_credentials=cors.allow_credentials, max_age=int(cors.max_age))
+            app = _StrictCors(app, cors)
         return app
+
+
+class _StrictCors:
+    """Starlette's CORS middleware for the origins ``cors`` allows; a request from any other
+    origin bypasses it and gets no CORS header at all (Starlette would still describe the allowed
+    methods and headers to it), and its preflight is refused plainly."""
+
+    def __init__(self, app: ASGIApp, cors: Any) -> None:
+        self.app = app
+        self.origins = frozenset(cors.allow_origins)
+        self.cors = CORSMiddleware(app, allow_origins=list(cors.allow_origins), allow_methods=list(cors.allow_methods),
+                                   allow_headers=list(cors.allow_headers), expose_headers=list(cors.expose_headers),
+                                   allow_credentials=cors.allow_credentials, max_age=int(cors.max_age))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None or "*" in self.origins or origin in self.origins:
+            await self.cors(scope, receive, send)
+        elif scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await PlainTextResponse("Disallowed CORS origin", status_code=400)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class _RequestLimits:
@@ -245,9 +266,35 @@ class _Endpoint:
             response: Any = JSONResponse({"error": f"no namespace named '{name}'"}, status_code=404)
             await response(scope, receive, send)
             return
+        sessions = self.managers.gateway.sessions
         session_id = Headers(scope=scope).get("mcp-session-id")
+        principal = principal_of(scope)
         if session_id:
-            self.managers.gateway.sessions.session_active(session_id)
-        await manager.handle_request(scope, receive, send)
+            if not sessions.may_use_session(session_id, principal.name if principal else None):
+                await _session_not_found(scope, receive, send)
+                return
+            sessions.session_active(session_id)
+            await manager.handle_request(scope, receive, send)
+        else:
+            await manager.handle_request(scope, receive, _binding_new_session(send, sessions, principal))
         if session_id and scope["method"] == "DELETE":
-            self.managers.gateway.sessions.session_ended(session_id)
+            sessions.session_ended(session_id)
+
+
+def _binding_new_session(send: Send, sessions: Any, principal: Any) -> Send:
+    """``send`` that gives a new session to the credentials that opened it."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            session_id = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+            if session_id:
+                sessions.bind_session(session_id, principal.name if principal else None)
+        await send(message)
+
+    return sending
+
+
+async def _session_not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the SDK answers for a session it does not know: another key's session is not confirmed."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+    await JSONResponse(body, status_code=404)(scope, receive, send)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from gateway.caller import LOG_LEVELS, connection_of
 log = logging.getLogger("mcpgw")
 
 SEND_TIMEOUT = 5.0
+MAX_SESSION_OWNERS = 100_000  # sessions remembered with their owner (the oldest are forgotten)
 _SENDERS = {"tools": "send_tool_list_changed", "prompts": "send_prompt_list_changed",
             "resources": "send_resource_list_changed"}
 _EVENTS: dict[str, ServerEvent] = {"tools": ToolsListChanged(), "prompts": PromptsListChanged(),
@@ -42,6 +44,7 @@ class SessionRegistry:
         self._levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._calls: dict[str, set[anyio.CancelScope]] = {}
         self._returns: dict[str, anyio.Event] = {}
+        self._owners: OrderedDict[str, str | None] = OrderedDict()
 
     def count(self) -> int:
         return sum(len(connections) for connections in self._by_endpoint.values())
@@ -84,11 +87,28 @@ class SessionRegistry:
             return True
         return False
 
+    def bind_session(self, session_id: str, owner: str | None) -> None:
+        """The session belongs to the credentials (key or token name) that opened it, if any."""
+        self._owners[session_id] = owner
+        while len(self._owners) > MAX_SESSION_OWNERS:
+            self._owners.popitem(last=False)
+
+    def may_use_session(self, session_id: str, who: str | None) -> bool:
+        """A session opened with one key is not usable with another. A session opened without
+        credentials (lazy auth: discovery first) belongs to the first key that uses it."""
+        owner = self._owners.get(session_id)
+        if owner is None:
+            if who is not None and session_id in self._owners:
+                self._owners[session_id] = who
+            return True
+        return who is None or who == owner
+
     def session_ended(self, session_id: str) -> None:
         """The client ended its session (HTTP DELETE): its calls in flight are cancelled."""
         for scope in self._calls.pop(session_id, ()):
             scope.cancel()
         self._returns.pop(session_id, None)
+        self._owners.pop(session_id, None)
 
     def set_level(self, ctx: Any, level: str) -> None:
         connection = connection_of(ctx)

@@ -190,6 +190,12 @@ class FrontDoor:
         if self._anonymous(principal) and any(message_needs_credentials(m, self.lazy) for m in messages):
             await self._unauthorized(scope, _single_id(messages)).send(send)
             return
+        if body.lstrip()[:1] == b"[":
+            # Checked after the credentials (an anonymous batch learns nothing more). MCP removed
+            # JSON-RPC batches in 2025-06-18 and the SDK cannot read one: refused here, in words.
+            await Refusal(400, INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported by MCP "
+                                                "(since 2025-06-18); send one message per request").send(send)
+            return
         scope.setdefault("state", {})[PRINCIPAL] = principal
         await self.app(scope, _replay(body, receive), send)
 
