@@ -53,6 +53,7 @@ class CallRecord:
                                             tool=tool, include_request_rules=not self.over_http)
         except RateLimited as exc:
             self.outcome = "rate_limited"
+            self.gateway.metrics.rate_limited.labels(exc.rule.scope).inc()
             raise MCPError(RATE_LIMITED, str(exc), data=exc.data) from exc
 
     def __enter__(self) -> "CallRecord":

@@ -211,6 +211,7 @@ class _RequestLimits:
             try:
                 await self.gateway.limits.admit_request(key=key)
             except RateLimited as exc:
+                self.gateway.metrics.rate_limited.labels(exc.rule.scope).inc()
                 body = {"jsonrpc": "2.0", "id": None, "error": {"code": RATE_LIMITED, "message": str(exc),
                                                                "data": exc.data}}
                 await JSONResponse(body, status_code=429, headers={"Retry-After": exc.retry_after_header})(

@@ -502,6 +502,8 @@ async def test_the_61st_tool_call_in_a_60_call_window_is_a_json_rpc_error_with_r
                 assert exc.value.code == -32029 and exc.value.data["retryAfter"] == 60.0
             outcomes = [json.loads(line)["outcome"] for line in audit.read_text().splitlines()]
             assert outcomes == ["ok"] * 60 + ["rate_limited", "ok", "rate_limited"]
+            metrics = (await http.get(gw.base + "/metrics")).text
+            assert 'mcpgw_rate_limited_total{scope="key"} 2.0' in metrics
 
 
 async def test_a_request_wide_rule_answers_the_request_after_its_last_with_429(tmp_path: Path) -> None:
