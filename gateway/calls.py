@@ -64,6 +64,10 @@ class CallRecord:
             self.outcome = "error"
         seconds = time.perf_counter() - self.started
         self.gateway.metrics.observe(self.method, self.server, self.outcome, seconds)
+        if self.server:
+            self.gateway.sources.report(self.gateway.current.config, self.server, self.method, self.name,
+                                        self.outcome == "ok", self.outcome if self.outcome != "ok" else None,
+                                        seconds * 1000)
         audit = self.gateway.audit
         if audit is not None and self.method in AUDITED:
             audit.record(key=self.key, session=self.session, method=self.method, name=self.name,

@@ -7,7 +7,9 @@ Exit codes: 0 success · 1 invalid configuration, or the gateway could not serve
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,12 +18,13 @@ import anyio
 import typer
 
 from gateway import __version__
-from gateway.config.loader import LoadResult, check_file
+from gateway.config.loader import LoadResult, check_file, load_text
 from gateway.config.problems import Problem
 from gateway.config.schema import schema_text
 from gateway.errors import ConfigFileError
 from gateway.logs import configure_logging
 from gateway.serve import ServeOptions
+from gateway.sources.remote import RemoteSources
 from gateway.status import StatusUnavailable, fetch_status, render_status
 from gateway.serve import serve as run_gateway
 
@@ -65,6 +68,8 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Config files to check, each on its own.", show_default=False,
                                                 metavar="FILE")],
     output: Annotated[OutputFormat, typer.Option("--format", help="`json` for CI tooling.")] = OutputFormat.text,
+    connect: Annotated[bool, typer.Option("--connect", help="Also fetch each remote source once: a source that "
+                                                          "refuses the credentials makes the file invalid.")] = False,
 ) -> None:
     """Check config files exactly as `serve` would load them, reporting every problem.
 
@@ -72,7 +77,7 @@ def validate(
 
     Exit code 0: valid (warnings allowed), 1: invalid, 2: a file could not be read.
     """
-    reports = [_check(path) for path in files]
+    reports = [_check(path, connect) for path in files]
     if output is OutputFormat.json:
         typer.echo(json.dumps({"valid": all(r["valid"] for r in reports), "files": reports}, indent=2))
         for report in reports:
@@ -86,13 +91,19 @@ def validate(
     raise typer.Exit(EXIT_OK if all(r["valid"] for r in reports) else EXIT_INVALID)
 
 
-def _check(path: Path) -> dict:
+def _check(path: Path, connect: bool = False) -> dict:
     try:
         result = check_file(path)
     except ConfigFileError as exc:
         return {"file": str(path), "valid": False, "error": exc.reason, "problems": []}
-    return {"file": result.file, "valid": result.valid, "summary": _summary(result),
-            "problems": [p.to_json() for p in result.problems]}
+    report = {"file": result.file, "valid": result.valid, "summary": _summary(result),
+              "problems": [p.to_json() for p in result.problems]}
+    if connect and result.config is not None and result.config.sources:
+        sources = RemoteSources()
+        anyio.run(sources.refresh_all, result.config)
+        report["sources"] = [status.report() for status in sources.status.values()]
+        report["valid"] = report["valid"] and all(s["state"] != "unauthorized" for s in report["sources"])
+    return report
 
 
 def _summary(result: LoadResult) -> str:
@@ -119,6 +130,11 @@ def _print_text(report: dict) -> None:
         return
     for problem in report["problems"]:
         typer.echo(Problem(**problem).render())
+    for source in report.get("sources", ()):
+        detail = source["error"] if source["error"] else f"{_count(source['servers'], 'server')}"
+        typer.echo(f"{report['file']}: source {source['name']}: {source['state']}: {detail}")
+        for problem in source["problems"]:
+            typer.echo(f"{report['file']}: source {source['name']}: {problem}")
     typer.echo(f"{report['file']}: {report['summary']}")
 
 
@@ -140,35 +156,76 @@ class Transport(str, Enum):
     streamable_http = "streamable-http"
 
 
+DROP_IN = """\
+# What `mcpgw serve` serves with no file: the servers of a plugged.in App, over stdio, like the
+# reference proxy (`npx -y @pluggedin/mcp-proxy@latest`) with the same environment.
+version: 1
+gateway:
+  name: mcpgw-pluggedin
+sources:
+  - type: pluggedin
+    api_key: ${PLUGGEDIN_API_KEY}
+    base_url: ${PLUGGEDIN_API_BASE_URL:-https://plugged.in}
+"""
+NO_KEY = """\
+version: 1
+gateway:
+  name: mcpgw-pluggedin
+  instructions: >-
+    No plugged.in API key is set: this gateway has no servers yet. Set PLUGGEDIN_API_KEY (or pass
+    --pluggedin-api-key) to serve the servers of your plugged.in workspace.
+"""
+
+
+def _drop_in(api_key: str | None, base_url: str | None) -> Callable[[], LoadResult]:
+    """The configuration of the plugged.in drop-in: the App's servers from the key's workspace."""
+    env = dict(os.environ)
+    if api_key:
+        env["PLUGGEDIN_API_KEY"] = api_key
+    if base_url:
+        env["PLUGGEDIN_API_BASE_URL"] = base_url
+    text = DROP_IN if env.get("PLUGGEDIN_API_KEY") else NO_KEY
+    return lambda: load_text(text, "<plugged.in drop-in>", env, Path.cwd())
+
+
 @app.command()
 def serve(
-    config: Annotated[Path, typer.Argument(help="The config file to serve.", show_default=False, metavar="CONFIG")],
+    config: Annotated[Optional[Path], typer.Argument(
+        help="The config file to serve. Without one, the servers of a plugged.in App (PLUGGEDIN_API_KEY).",
+        show_default=False, metavar="[CONFIG]")] = None,
     transport: Annotated[Optional[Transport], typer.Option(help="How clients connect (overrides gateway.transport).")] = None,
     host: Annotated[Optional[str], typer.Option(help="HTTP: interface to bind (overrides gateway.http.host).")] = None,
     port: Annotated[Optional[int], typer.Option(help="HTTP: port, 0 for any free one (overrides gateway.http.port).")] = None,
     stateless: Annotated[Optional[bool], typer.Option("--stateless", help="HTTP: serve without sessions.")] = None,
     log_format: Annotated[Optional[OutputFormat], typer.Option("--log-format", help="Log as `text` or `json` (stderr).")] = None,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Reload when CONFIG changes (SIGHUP always reloads).")] = True,
+    pluggedin_api_key: Annotated[Optional[str], typer.Option(
+        "--pluggedin-api-key", envvar="PLUGGEDIN_API_KEY", show_envvar=True, show_default=False,
+        help="Without CONFIG: the plugged.in API key whose workspace's servers are served.")] = None,
+    pluggedin_api_base_url: Annotated[Optional[str], typer.Option(
+        "--pluggedin-api-base-url", envvar="PLUGGEDIN_API_BASE_URL", show_envvar=True,
+        help="Without CONFIG: the plugged.in App's address (default https://plugged.in).")] = None,
 ) -> None:
     """Serve the upstream servers of CONFIG to clients as one MCP server.
 
     Over stdio by default (logs go to stderr), or Streamable HTTP with --transport streamable-http. Stops cleanly on SIGINT/SIGTERM, or when the stdio client closes stdin.
     """
+    load = _drop_in(pluggedin_api_key, pluggedin_api_base_url) if config is None else None
     try:
-        loaded = check_file(config)
+        loaded = load() if load is not None else check_file(config)  # type: ignore[arg-type]
     except ConfigFileError as exc:
         typer.echo(f"mcpgw: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from exc
     for problem in loaded.problems:  # stderr: in stdio mode stdout is the MCP channel
         typer.echo(problem.render(), err=True)
     if loaded.config is None:
-        typer.echo(f"mcpgw: {config}: {_summary(loaded)}", err=True)
+        typer.echo(f"mcpgw: {loaded.file}: {_summary(loaded)}", err=True)
         raise typer.Exit(EXIT_INVALID)
     observability = loaded.config.observability
     configure_logging(observability.log.level, log_format.value if log_format else observability.log.format)
     options = ServeOptions(transport.value if transport else None, host, port, stateless, watch)
     try:
-        anyio.run(run_gateway, config, loaded.config, options)
+        anyio.run(run_gateway, config, loaded.config, options, load)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -74,12 +74,14 @@ def health_report(gateway: "Gateway", last_rejected: Any = None) -> dict[str, An
     """``GET /health``: the summary a load balancer or a person glances at."""
     ready, total = gateway.counts()
     snap = gateway.current
+    sources_ok = all(s.state == "ok" for s in gateway.sources.status.values())  # stale or refused: degraded
     return {
-        "status": "healthy" if ready == total else "degraded" if ready else "unhealthy",
+        "status": ("healthy" if sources_ok else "degraded") if ready == total else "degraded" if ready else "unhealthy",
         "replica": REPLICA,
         "servers": {"connected": ready, "healthy": ready, "total": total},
         "config": {"version": snap.version, "digest": snap.digest, "loaded_at": snap.loaded_at,
                    "last_rejected": {"at": last_rejected.at, "error": last_rejected.error} if last_rejected else None},
+        **({"sources": [s.report() for s in gateway.sources.status.values()]} if gateway.sources.status else {}),
     }
 
 

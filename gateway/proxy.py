@@ -158,6 +158,9 @@ class _Handlers:
             record.routed(route, params.name)
             record.arguments = params.arguments
             await record.admit()
+            local = snap.local_prompts.get(route.server)
+            if local is not None and local[0] is route.definition:
+                return local[1]  # a source's custom instructions: the gateway's own prompt
             return await _or_raise(record, interactive(
                 self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
                 lambda c, responses, state, meta: c.session.get_prompt(

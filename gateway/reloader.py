@@ -12,12 +12,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 import anyio
 
 from gateway.config.digest import fingerprint
-from gateway.config.loader import check_file
+from gateway.config.loader import LoadResult, check_file
 from gateway.errors import ConfigFileError
 from gateway.runtime import Gateway, ReloadRejected
 
@@ -34,9 +35,12 @@ class Rejection:
 
 
 class Reloader:
-    def __init__(self, gateway: Gateway, path: Path) -> None:
+    def __init__(self, gateway: Gateway, path: Path | None, load: Callable[[], LoadResult] | None = None) -> None:
+        """``path``: the file to read again; without one (the plugged.in drop-in), ``load`` makes
+        the configuration the sources are merged into."""
         self.gateway = gateway
         self.path = path
+        self.load: Callable[[], LoadResult] = load or (lambda: check_file(path))  # type: ignore[arg-type]
         self.last_rejected: Rejection | None = None
         self.counts: dict[Outcome, int] = {"applied": 0, "skipped": 0, "rejected": 0}
         self._fingerprint = fingerprint(gateway.current.config)
@@ -50,9 +54,9 @@ class Reloader:
         return outcome
 
     async def _reload(self, reason: str) -> Outcome:
-        log.info("reloading %s: %s", self.path, reason)
+        log.info("reloading %s: %s", self.path or "the configuration", reason)
         try:
-            result = check_file(self.path)
+            result = self.load()
         except ConfigFileError as exc:
             return self._reject(str(exc))
         for problem in result.problems:
@@ -60,13 +64,14 @@ class Reloader:
         if result.config is None:
             errors = sum(p.is_error for p in result.problems)
             return self._reject(f"{self.path}: invalid configuration ({errors} error{'s' if errors != 1 else ''})")
-        new_fingerprint = fingerprint(result.config)
+        config = self.gateway.sources.merged(result.config)  # the file, with each source's latest servers
+        new_fingerprint = fingerprint(config)
         if new_fingerprint == self._fingerprint:
             log.info("configuration unchanged; nothing to reload")
             return "skipped"
-        self._warn_restart_only(result.config)
+        self._warn_restart_only(config)
         try:
-            snapshot = await self.gateway.apply(result.config)
+            snapshot = await self.gateway.apply(config)
         except ReloadRejected as exc:
             return self._reject(str(exc))
         self._fingerprint = new_fingerprint

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 import anyio
 import mcp_types as types
@@ -30,6 +30,7 @@ from gateway.security.arguments import ArgumentValidator
 from gateway.security.audit import AuditLog
 from gateway.security.limits import RateLimiter
 from gateway.sessions import SessionRegistry
+from gateway.sources.remote import RemoteSources
 from gateway.subscriptions import ResourceSubscriptions
 from gateway.upstreams.back_channel import DownstreamHooks
 from gateway.upstreams.pool import UpstreamPool
@@ -54,6 +55,8 @@ class Snapshot:
     upstreams: Mapping[str, Upstream]
     tables: Mapping[str, RoutingTable]
     loaded_at: float = field(default_factory=time.time)
+    # server -> (prompt, its result): custom instructions from a remote source, answered by the gateway
+    local_prompts: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def table(self, endpoint: str) -> RoutingTable:
         return self.tables.get(endpoint, _EMPTY)
@@ -63,8 +66,9 @@ class Snapshot:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, sources: RemoteSources | None = None) -> None:
         self.sessions = SessionRegistry()
+        self.sources = sources or RemoteSources()
         self.subscriptions = ResourceSubscriptions()
         self.parked = ParkedCalls()
         self.limits = RateLimiter.from_config(config.rate_limits)
@@ -129,7 +133,8 @@ class Gateway:
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:
                 assert self._tg is not None
-                self._tg.start_soon(self.pool.retire, upstream, config.gateway.drain_timeout)
+                self._tg.start_soon(self.pool.retire, upstream, config.gateway.drain_timeout,
+                                    upstream.name in new.upstreams)
         return new
 
     def _audit_for(self, config: GatewayConfig) -> AuditLog | None:
@@ -187,14 +192,16 @@ class Gateway:
         await self.sessions.server_log(self.endpoints_serving(server), params)
 
     def _snapshot(self, version: int, config: GatewayConfig, upstreams: dict[str, Upstream]) -> Snapshot:
+        local = self.sources.local_prompts(config)
         return Snapshot(version, config_digest(config), config, MappingProxyType(upstreams),
-                        MappingProxyType(_tables(config, upstreams)))
+                        MappingProxyType(_tables(config, upstreams, local)), local_prompts=MappingProxyType(local))
 
     def _catalog_changed(self) -> None:
         snap = self.current
         if snap.version:  # before the first snapshot, run() builds the tables itself
             self._install(Snapshot(snap.version, snap.digest, snap.config, snap.upstreams,
-                                   MappingProxyType(_tables(snap.config, dict(snap.upstreams))), snap.loaded_at))
+                                   MappingProxyType(_tables(snap.config, dict(snap.upstreams), snap.local_prompts)),
+                                   snap.loaded_at, snap.local_prompts))
 
     def _install(self, snapshot: Snapshot) -> None:
         REDACT.learn(snapshot.config)
@@ -230,8 +237,12 @@ _LISTS = (("tools", "list_tools"), ("prompts", "list_prompts"), ("resources", "l
           ("resources", "list_resource_templates"))
 
 
-def _tables(config: GatewayConfig, upstreams: dict[str, Upstream]) -> dict[str, RoutingTable]:
+def _tables(config: GatewayConfig, upstreams: dict[str, Upstream],
+            local_prompts: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, RoutingTable]:
     catalogs = {name: u.catalog for name, u in upstreams.items() if u.catalog is not None and not u.hidden}
+    for name, (prompt, _) in (local_prompts or {}).items():  # custom instructions of a remote source
+        if name in catalogs:
+            catalogs[name] = replace(catalogs[name], prompts=(*catalogs[name].prompts, prompt))
     naming, servers = config.gateway.naming, config.servers
     tables = {ROOT: build_routing_table(list(servers.values()), naming, catalogs)}
     for name, namespace in config.namespaces.items():

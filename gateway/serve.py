@@ -26,7 +26,9 @@ from gateway.http import build_app, status_app
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import Gateway
+from gateway.config.loader import LoadResult
 from gateway.sources.file import watch_config
+from gateway.sources.remote import RemoteSources
 
 log = logging.getLogger("mcpgw")
 BACKLOG = 2048
@@ -44,17 +46,23 @@ class ServeOptions:
     watch: bool = True
 
 
-async def serve(config_path: Path, config: GatewayConfig, options: ServeOptions) -> None:
+async def serve(config_path: Path | None, config: GatewayConfig, options: ServeOptions,
+                load: Callable[[], LoadResult] | None = None) -> None:
+    """Serve ``config`` (read from ``config_path``, or made by ``load`` when there is no file)."""
     transport = options.transport or config.gateway.transport
-    gateway = Gateway(config)
-    reloader = Reloader(gateway, config_path)
+    sources = RemoteSources()
+    await sources.refresh_all(config)  # serving begins with what the sources had (each bounded by its timeout)
+    gateway = Gateway(sources.merged(config), sources)
+    reloader = Reloader(gateway, config_path, load)
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
         ready, total = gateway.counts()
         log.info("%d of %d servers ready", ready, total)
         tg.start_soon(_reload_on_sighup, reloader)
-        if options.watch:
+        if options.watch and config_path is not None:
             tg.start_soon(watch_config, config_path, reloader.reload)
+        if config.sources:
+            tg.start_soon(sources.run, lambda: gateway.current.config, reloader.reload)
         if transport == "stdio":
             if config.observability.status_port:
                 tg.start_soon(_serve_status, gateway, reloader, config.observability.status_port)

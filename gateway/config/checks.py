@@ -215,7 +215,6 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
 
 NOT_ENFORCED_YET = {
     "/rate_limits/storage": "shared rate-limit storage is not supported yet: each replica counts on its own",
-    "/sources": "`sources` are not read yet: only the servers in this file are served",
     "/gateway/http/session_signing_key": "signed sessions are not supported yet: sessions live in one process",
 }
 
@@ -224,7 +223,6 @@ def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
     """Settings the contract has but this version does not act on yet: say so instead of ignoring
     them silently (a security setting that is not enforced must never look as if it were)."""
     present = {"/rate_limits/storage": config.rate_limits and config.rate_limits.storage != "memory",
-               "/sources": config.sources,
                "/gateway/http/session_signing_key": config.gateway.http.session_signing_key}
     for pointer, value in present.items():
         if value:

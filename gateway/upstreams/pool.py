@@ -52,14 +52,16 @@ class UpstreamPool:
         self._forget(upstream)
         upstream.stop(reason)
 
-    async def retire(self, upstream: Upstream, drain_timeout: float) -> None:
-        """Stop an upstream no configuration uses any more, once its requests in flight are done."""
+    async def retire(self, upstream: Upstream, drain_timeout: float, replaced: bool = False) -> None:
+        """Stop an upstream no configuration uses any more, once its requests in flight are done
+        (``replaced``: its server is still configured, with another connection)."""
         self._forget(upstream)
         if not await upstream.inflight.wait_idle(drain_timeout):
             log.warning("%d request(s) still in flight after %gs; cancelling them", upstream.inflight.count,
                         drain_timeout, extra={"server": upstream.name})
         upstream.stop(f"server '{upstream.name}' was removed or changed by a configuration reload")
-        log.info("stopped: no longer in the configuration", extra={"server": upstream.name})
+        log.info("stopped: %s", "replaced by its new connection" if replaced else "no longer in the configuration",
+                 extra={"server": upstream.name})
 
     def _forget(self, upstream: Upstream) -> None:
         self._upstreams = {k: u for k, u in self._upstreams.items() if u is not upstream}
