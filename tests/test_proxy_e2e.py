@@ -381,3 +381,20 @@ async def test_tool_filters_and_renames_apply_and_hidden_tools_cannot_be_called(
             for hidden in ("alpha__crash", "alpha__whoami", "alpha__add"):
                 with pytest.raises(MCPError, match="unknown tool"):
                     await client.call_tool(hidden, {})
+
+
+async def test_an_unknown_session_is_404_and_older_protocol_versions_are_spoken(tmp_path: Path) -> None:
+    """Two things the plugged.in reference proxy gets wrong (its contract, item 10)."""
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}))
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}}}
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path, "--no-watch") as gw, httpx2.AsyncClient() as http:
+            gone = await http.delete(gw.url, headers={**headers, "Mcp-Session-Id": "0" * 32})
+            assert gone.status_code == 404
+            opened = await http.post(gw.url, headers=headers, json=init)
+            assert opened.status_code == 200
+            body = opened.text if opened.headers["content-type"].startswith("application/json") else \
+                next(line[5:] for line in opened.text.splitlines() if line.startswith("data:") and line[5:].strip())
+            assert json.loads(body)["result"]["protocolVersion"] == "2025-03-26"
