@@ -25,6 +25,7 @@ from gateway.errors import ConfigFileError
 from gateway.logs import configure_logging
 from gateway.serve import ServeOptions
 from gateway.sources.remote import RemoteSources
+from gateway.upstreams.login import login as run_login
 from gateway.status import StatusUnavailable, fetch_status, render_status
 from gateway.serve import serve as run_gateway
 
@@ -231,6 +232,31 @@ def serve(
     except OSError as exc:
         typer.echo(f"mcpgw: cannot serve: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
+
+
+@app.command()
+def login(
+    server: Annotated[str, typer.Argument(help="The server (its name in CONFIG) to authorize.", show_default=False)],
+    config: Annotated[Path, typer.Argument(help="The config file naming it.", show_default=False, metavar="CONFIG")],
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the address in a browser "
+                                          "(else it is only printed).")] = True,
+) -> None:
+    """Authorize the gateway once for SERVER (auth.type: oauth_refresh_token), in the browser: the
+    tokens go to its token_file, from which `mcpgw serve` refreshes them."""
+    loaded = check_file(config)
+    found = loaded.config.servers.get(server) if loaded.config else None
+    auth = found.auth if found else None
+    if found is None or auth is None or auth.type != "oauth_refresh_token" or not found.url or not auth.token_file:
+        typer.echo(f"mcpgw: {config}: no server '{server}' with `auth.type: oauth_refresh_token`, a `url` and a "
+                   f"`token_file`", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    configure_logging("warning", "text")
+    try:
+        anyio.run(run_login, found, browser)
+    except Exception as exc:  # noqa: BLE001 - the one place a failed login is explained
+        typer.echo(f"mcpgw: login to '{server}' failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from exc
+    typer.echo(f"authorized: the tokens of '{server}' are in {auth.token_file}", err=True)
 
 
 @app.command()

@@ -228,10 +228,11 @@ def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
         if value:
             yield Finding(pointer, "not-supported-yet", NOT_ENFORCED_YET[pointer], severity="warning", at_key=True)
     for name, server in config.servers.items():
-        if server.auth is not None and server.auth.type != "bearer":
-            yield Finding(f"/servers/{name}/auth/type", "not-supported-yet",
-                          f"upstream auth `{server.auth.type}` is not supported yet: no credentials are sent",
-                          severity="warning")
+        for key in ("audience", "authorization_url", "resource"):
+            if server.auth is not None and getattr(server.auth, key):
+                yield Finding(f"/servers/{name}/auth/{key}", "not-supported-yet",
+                              f"`{key}` is not used yet: the authorization server is discovered from the server's "
+                              "metadata, and the server's URL is sent as the resource", severity="warning", at_key=True)
 
 
 def check_cors(config: GatewayConfig) -> Iterator[Finding]:

@@ -62,18 +62,19 @@ def connection_fingerprint(server: ServerConfig) -> str:
 
 
 @asynccontextmanager
-async def open_streams(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[Any, Any]]:
-    """The (read, write) streams of a new connection to ``server``."""
+async def open_streams(server: ServerConfig, tail: StderrTail,
+                       auth: httpx2.Auth | None = None) -> AsyncIterator[tuple[Any, Any]]:
+    """The (read, write) streams of a new connection to ``server`` (``auth``: its OAuth credentials)."""
     if server.transport == "stdio":
         async with _stdio(server, tail) as streams:
             yield streams
     elif server.transport == "sse":
         async with sse_client(server.url or "", headers=_headers(server), timeout=server.connect_timeout,
-                              sse_read_timeout=max(server.timeout, 300.0)) as streams:
+                              sse_read_timeout=max(server.timeout, 300.0), auth=auth) as streams:
             yield streams
     else:
         timeout = httpx2.Timeout(server.connect_timeout, read=max(server.timeout, 300.0))
-        async with create_mcp_http_client(headers=_headers(server), timeout=timeout) as http:
+        async with create_mcp_http_client(headers=_headers(server), timeout=timeout, auth=auth) as http:
             async with streamable_http_client(server.url or "", http_client=http) as streams:
                 yield streams[0], streams[1]
 

@@ -24,6 +24,7 @@ import mcp_types as types
 from mcp import Client
 from mcp.client.subscriptions import (PromptsListChanged, ResourcesListChanged, ResourceUpdated,
                                       SubscriptionLost, ToolsListChanged)
+from mcp.client.auth.exceptions import OAuthFlowError
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -38,6 +39,7 @@ from gateway.routing import Catalog
 from gateway.upstreams.back_channel import BackChannel, DownstreamHooks
 from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.upstreams.dedicated import DedicatedSessions
+from gateway.upstreams.credentials import auth_for
 from gateway.upstreams.connection import Streams, describe_failure, list_catalog, relist, watched
 from gateway.upstreams.transports import StderrTail, open_streams
 
@@ -56,6 +58,7 @@ class State(str, Enum):
     STARTING = "starting"
     READY = "ready"
     DOWN = "down"
+    UNAUTHORIZED = "unauthorized"  # down because its credentials were refused (not the same fix as down)
     STOPPED = "stopped"
 
 
@@ -91,6 +94,7 @@ class Upstream:
         self.inflight = InFlight()
         self._on_change = on_change
         self.back_channel = BackChannel(config.name, hooks, self._lists_changed)
+        self.credentials = auth_for(config)  # OAuth: one token cache for every connection of this upstream
         self._dedicated = DedicatedSessions(config.name, self._session,
                                             lambda: BackChannel(config.name, hooks, self._lists_changed))
         self._stale: set[str] = set()  # kinds of list the server said changed, not yet re-listed
@@ -176,7 +180,10 @@ class Upstream:
                 self._down("connection lost" + (f"; stderr: {self.stderr.last()}" if self.stderr.last() else ""))
                 return True
         except Exception as exc:  # noqa: BLE001 - any failure of one upstream must stay with it
-            self._down(describe_failure(exc, self.stderr))
+            refused = _unauthorized(exc)
+            hint = ("; authorize the gateway again: mcpgw login " + self.name + " CONFIG"
+                    if refused and self.config.auth is not None and self.config.auth.type == "oauth_refresh_token" else "")
+            self._down(describe_failure(exc, self.stderr) + hint, unauthorized=refused)
             return False
         finally:
             self._client = None
@@ -187,7 +194,7 @@ class Upstream:
         """A connected, initialized client; only getting there is bounded by ``connect_timeout``."""
         connected = False
         with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as scope:
-            async with watched(open_streams(self.config, self.stderr), on_eof) as streams, \
+            async with watched(open_streams(self.config, self.stderr, self.credentials), on_eof) as streams, \
                     Client(Streams(streams), mode=_MODES[self.config.protocol], cache=None,
                            client_info=_CLIENT_INFO, **back_channel.client_options(capabilities)) as client:
                 scope.deadline = math.inf
@@ -226,9 +233,9 @@ class Upstream:
             self._attempt_done = anyio.Event()
         self._lost.set()
 
-    def _down(self, reason: str) -> None:
+    def _down(self, reason: str, unauthorized: bool = False) -> None:
         self._client = None
-        self.status.state = State.DOWN
+        self.status.state = State.UNAUTHORIZED if unauthorized else State.DOWN
         self.status.last_error = REDACT(reason)  # shown in /health/servers and in errors to clients
         log.warning("unavailable: %s", reason, extra={"server": self.name})
 
@@ -448,6 +455,18 @@ class Upstream:
     def _stderr_note(self) -> str:
         last = self.stderr.last()
         return f" (last stderr line: {last})" if last else ""
+
+
+def _unauthorized(exc: BaseException) -> bool:
+    """Whether connecting failed on credentials: the OAuth flow failed (a refused client, an
+    expired refresh token), or the server answered 401/403 whatever the gateway sent."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_unauthorized(e) for e in exc.exceptions)
+    if isinstance(exc, OAuthFlowError):
+        return True
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return exc.response.status_code in (401, 403)
+    return exc.__cause__ is not None and _unauthorized(exc.__cause__)
 
 
 def _session_expired(exc: MCPError) -> bool:
