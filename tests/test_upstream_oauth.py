@@ -126,3 +126,14 @@ async def test_login_runs_the_browser_flow_once_and_the_gateway_refreshes_from_t
 async def _unauthorized_web(gw: Any) -> dict[str, Any] | None:
     web = (await servers_status(gw))["web"]
     return web if web["state"] == "unauthorized" else None
+
+
+async def test_an_expired_token_is_replaced_without_a_failed_call(tmp_path: Path) -> None:
+    async with running_auth_server() as issuer, protected_upstream(issuer.issuer) as url:
+        issuer.next_token_lifetime = -10  # the first token the gateway gets has already expired
+        path = config(tmp_path, url, client_credentials(tmp_path))
+        with anyio.fail_after(WAIT):
+            async with gateway_http(path) as gw, Client(gw.url) as client:
+                assert text(await client.call_tool("web__echo", {"text": "fresh"})) == "fresh"
+                assert (await servers_status(gw))["web"]["state"] == "ready"
+    assert issuer.granted("client_credentials") >= 2
