@@ -15,17 +15,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import socket
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from loopback import serving
 
 API_KEY = "pg_in_" + "0123456789abcdef" * 4
 """A key in the App's format (``pg_in_`` + 64 characters) the fake accepts by default."""
@@ -35,7 +35,6 @@ INVALID_KEY = {"error": "Invalid API key"}
 NO_PROFILE = {"error": "No active profile found for this API key"}
 FETCH_FAILED = {"error": "Failed to fetch active MCP servers"}
 ACTIONS = ("tool_call", "prompt_get", "resource_read", "install", "uninstall")
-STARTUP_TIMEOUT = 10.0
 
 
 def record(name: str, **fields: Any) -> dict[str, Any]:
@@ -198,14 +197,6 @@ def _is_uuid(value: Any) -> bool:
     return True
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: Ctrl-C must stop pytest, not just this fake."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def running_fake_app(records: list[Any] | None = None, api_key: str = API_KEY,
                            app: FakePluggedinApp | None = None) -> AsyncIterator[FakePluggedinApp]:
@@ -216,23 +207,9 @@ async def running_fake_app(records: list[Any] | None = None, api_key: str = API_
     that timed out its client never makes shutdown wait.
     """
     fake = app or FakePluggedinApp(records, api_key)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    fake.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = _QuietServer(uvicorn.Config(fake.asgi, log_config=None, access_log=False, lifespan="off",
-                                         timeout_graceful_shutdown=1))
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: server.serve(sockets=[sock]))
-            with anyio.fail_after(STARTUP_TIMEOUT):
-                while not server.started:
-                    await anyio.sleep(0.01)
-            try:
-                yield fake
-            finally:
-                fake.release()
-                server.should_exit = True
-    finally:
-        sock.close()
+    async with serving(fake.asgi) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.release()  # a held answer must not make shutdown wait

@@ -67,21 +67,14 @@ import contextlib
 import hashlib
 import re
 import secrets
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
-import anyio
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
@@ -89,12 +82,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
-from upstreams import STARTUP_TIMEOUT, RunningUpstream, fixture_args, read_listening_line, stop_process
+from loopback import serving
+from upstreams import STARTUP_TIMEOUT, RunningUpstream, fixture_args, running_fixture
 
 DEFAULT_CLIENTS: dict[str, str | None] = {"mcpgw": "mcpgw-secret"}
 """The clients a server gets when none are given: client_id -> secret (None: a public client)."""
 
-AUTH_SERVER_STARTUP_TIMEOUT = 10.0
 CODE_LIFETIME = 60  # seconds an authorization code stays usable
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -574,14 +567,6 @@ def _with_query(uri: str, params: dict[str, str]) -> str:
     return f"{uri}{'&' if urlparse(uri).query else '?'}{urlencode(params)}"
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without signal handlers: Ctrl-C must stop pytest, not just this server."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def running_auth_server(
     clients: dict[str, str | None] | None = None,
@@ -597,25 +582,9 @@ async def running_auth_server(
     The socket is bound before uvicorn starts, so ``issuer`` is known and connectable at once.
     """
     auth = server or AuthServer(clients, **options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    auth.issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uv = _QuietServer(uvicorn.Config(auth, log_config=None, access_log=False, lifespan="off",
-                                     timeout_graceful_shutdown=1))
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: uv.serve(sockets=[sock]))
-            with anyio.fail_after(AUTH_SERVER_STARTUP_TIMEOUT):
-                while not uv.started:
-                    await anyio.sleep(0.01)
-            try:
-                yield auth
-            finally:
-                uv.should_exit = True
-    finally:
-        sock.close()
+    async with serving(auth) as base_url:
+        auth.issuer = base_url
+        yield auth
 
 
 # ---------------------------------------------------------------------- the protected upstream
@@ -640,21 +609,8 @@ async def running_protected_upstream(
     startup_timeout: float = STARTUP_TIMEOUT,
 ) -> AsyncIterator[RunningUpstream]:
     """Start the fixture with ``--require-token issuer``; yield it (url, process, stderr) once accepting."""
-    with tempfile.TemporaryDirectory(prefix="mcpgw-protected-") as tmp:
-        stderr_path = Path(tmp) / "stderr.log"
-        with open(stderr_path, "wb") as stderr_file:
-            process = await anyio.open_process(
-                [sys.executable, *protected_fixture_args(name, issuer, audience, scope)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-            )
-        try:
-            url = await read_listening_line(process, stderr_path, startup_timeout)
-            yield RunningUpstream(url=url, process=process, stderr_path=stderr_path)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await stop_process(process)
+    async with running_fixture(protected_fixture_args(name, issuer, audience, scope), startup_timeout) as upstream:
+        yield upstream
 
 
 @contextlib.asynccontextmanager

@@ -90,15 +90,18 @@ async def running_upstream(
     """Start the fixture over ``http`` or ``sse``; yield once it is accepting; always reap it."""
     if transport not in ("http", "sse"):
         raise ValueError(f"transport must be 'http' or 'sse' (use stdio_params for stdio), not {transport!r}")
+    async with running_fixture(fixture_args(name, transport, tool_set, many, event_log), startup_timeout) as upstream:
+        yield upstream
+
+
+@asynccontextmanager
+async def running_fixture(args: list[str], startup_timeout: float = STARTUP_TIMEOUT) -> AsyncIterator[RunningUpstream]:
+    """The fixture started with ``args`` (an HTTP transport); yielded once it accepts; always reaped."""
     with tempfile.TemporaryDirectory(prefix="mcpgw-upstream-") as tmp:
         stderr_path = Path(tmp) / "stderr.log"
         with open(stderr_path, "wb") as stderr_file:  # the child writes here: it can never block on a pipe
-            process = await anyio.open_process(
-                [sys.executable, *fixture_args(name, transport, tool_set, many, event_log)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-            )
+            process = await anyio.open_process([sys.executable, *args], stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=stderr_file)
         try:
             url = await read_listening_line(process, stderr_path, startup_timeout)
             yield RunningUpstream(url=url, process=process, stderr_path=stderr_path)
