@@ -127,7 +127,8 @@ class _Handlers:
                     record.server, record.outcome = upstream.name, "unavailable"
                     return _tool_error(upstream.unavailable_reason())
                 record.outcome = "unknown"
-                raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'")
+                why = snap.config.gateway.instructions if not snap.config.servers else None  # e.g. no plugged.in key
+                raise MCPError(INVALID_PARAMS, f"unknown tool '{params.name}'" + (f": {why}" if why else ""))
             record.routed(route, params.name)
             record.arguments = params.arguments
             await record.admit(tool=params.name)

@@ -19,6 +19,7 @@ import httpx2
 import pytest
 from fake_pluggedin import FakePluggedinApp, record, running_fake_app
 from gateway_harness import MCPGW, RunningGateway, eventually, gateway_http, process_alive, write_config
+from mcp.shared.exceptions import MCPError
 from mcp import Client, StdioServerParameters
 from upstreams import fixture_args, http_upstream
 
@@ -315,3 +316,5 @@ async def test_the_drop_in_without_a_key_starts_and_says_a_key_is_needed(tmp_pat
             assert await tool_names(client) == set()
             instructions = client.instructions or ""
             assert "PLUGGEDIN_API_KEY" in instructions and "key" in instructions.lower(), instructions
+            with pytest.raises(MCPError, match="PLUGGEDIN_API_KEY"):  # a call explains it too
+                await client.call_tool("github__search", {})
