@@ -56,7 +56,6 @@ class RemoteSources:
         self.status: dict[str, SourceStatus] = {}
         self._reports, self._pending = anyio.create_memory_object_stream[tuple[PluggedinSource, dict[str, Any]]](
             ACTIVITY_QUEUE)
-        self.reports_dropped = 0
 
     def report(self, config: GatewayConfig, server: str, method: str, item: str | None, ok: bool,
                error: str | None, duration_ms: float) -> None:
@@ -74,7 +73,7 @@ class RemoteSources:
         try:
             self._reports.send_nowait((source, body))
         except anyio.WouldBlock:
-            self.reports_dropped += 1
+            log.debug("activity report to %s dropped: %d waiting already", source.name, ACTIVITY_QUEUE)
 
     async def _send_reports(self, http: httpx2.AsyncClient) -> None:
         async for source, body in self._pending:
@@ -94,9 +93,6 @@ class RemoteSources:
         for problem in problems:
             log.warning("%s", problem)
         return config
-
-    def catalog(self, source: str) -> Any:
-        return self._catalogs.get(source)
 
     def origin_of(self, config: GatewayConfig, server: str) -> tuple[PluggedinSource, Any] | None:
         """The source a server in service came from, and who it is there; None for local ones."""

@@ -52,9 +52,6 @@ class DedicatedSessions:
         self._sessions: weakref.WeakKeyDictionary[Any, _Dedicated] = weakref.WeakKeyDictionary()
         self._tg: TaskGroup | None = None
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns the sessions: leaving (the upstream stopping) closes every one."""
         async with anyio.create_task_group() as self._tg:
