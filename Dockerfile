@@ -4,7 +4,8 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the redis extra: replicas sharing rate limits (rate_limits.storage: redis://...) need it.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[redis]"
 
 FROM python:3.12-slim
 RUN useradd --system --uid 10001 --create-home --home-dir /home/mcpgw mcpgw

@@ -8,6 +8,7 @@ registry (no process-global metrics), which keeps tests and embedded gateways ap
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from gateway.upstreams.upstream import Upstream
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-REPLICA = socket.gethostname()
+REPLICA = os.environ.get("MCPGW_REPLICA") or socket.gethostname()
+"""Which replica this is, in /health and /metrics: the host name (a Kubernetes pod's name), or
+``MCPGW_REPLICA`` where several replicas share a host."""
 
 
 class Metrics:
@@ -82,6 +85,8 @@ def health_report(gateway: "Gateway", last_rejected: Any = None) -> dict[str, An
         "config": {"version": snap.version, "digest": snap.digest, "loaded_at": snap.loaded_at,
                    "last_rejected": {"at": last_rejected.at, "error": last_rejected.error} if last_rejected else None},
         **({"sources": [s.report() for s in gateway.sources.status.values()]} if gateway.sources.status else {}),
+        # shown, not graded: with Redis down, limits count per replica but every request is served
+        **({"rate_limits": gateway.limits.store_status()} if gateway.limits.enabled else {}),
     }
 
 

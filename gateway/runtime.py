@@ -90,17 +90,20 @@ class Gateway:
         """Start the upstreams of the initial configuration and keep the gateway's background work
         going until cancelled. Started once every upstream has connected or failed once (each
         bounded by its connect_timeout), so serving begins with what can be had."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await tg.start(self.pool.run)
-            await tg.start(self.parked.run)
-            upstreams = {s.name: self.pool.acquire(s)[0] for s in self._initial.servers.values() if s.enabled}
-            for upstream in upstreams.values():
-                await upstream.first_attempt.wait()
-            self._install(self._snapshot(1, self._initial, upstreams))
-            self._announced = dict(self.current.tables)
-            tg.start_soon(self._announce_changes)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.pool.run)
+                await tg.start(self.parked.run)
+                upstreams = {s.name: self.pool.acquire(s)[0] for s in self._initial.servers.values() if s.enabled}
+                for upstream in upstreams.values():
+                    await upstream.first_attempt.wait()
+                self._install(self._snapshot(1, self._initial, upstreams))
+                self._announced = dict(self.current.tables)
+                tg.start_soon(self._announce_changes)
+                task_status.started()
+        finally:
+            await self.limits.aclose()  # the shared store's connections (bounded and shielded inside)
 
     async def apply(self, config: GatewayConfig) -> Snapshot:
         """Put ``config`` in service: start what is new or changed and wait until it has listed
@@ -122,13 +125,14 @@ class Gateway:
             raise ReloadRejected(f"could not start {len(failed)} server(s): {reasons}")
         for name, (upstream, _) in acquired.items():
             upstream.config = config.servers[name]  # policies (timeouts, retries, breaker) take effect now
-        self.limits = RateLimiter.from_config(config.rate_limits, previous=self.limits)  # unchanged rules keep counting
+        limits, self.limits = self.limits, RateLimiter.from_config(config.rate_limits, previous=self.limits)  # unchanged rules keep counting
         if audit is not self.audit:
             replaced, self.audit = self.audit, audit
             if replaced is not None:
                 replaced.close()
         new = self._snapshot(old.version + 1, config, {name: u for name, (u, _) in acquired.items()})
         self._install(new)
+        await limits.aclose(keep=self.limits)  # a store no longer named is closed; the same URL keeps its client
         kept = set(map(id, new.upstreams.values()))
         for upstream in old.upstreams.values():
             if id(upstream) not in kept:

@@ -78,13 +78,13 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def gateway_http(config: Path, *args: str) -> AsyncIterator[RunningGateway]:
+async def gateway_http(config: Path, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[RunningGateway]:
     with tempfile.TemporaryDirectory() as tmp:
         stderr_path = Path(tmp) / "stderr.log"
         with stderr_path.open("wb") as stderr:
             process = await anyio.open_process(
                 [MCPGW, "serve", str(config), "--transport", "streamable-http", "--port", "0", *args],
-                stdin=-3, stdout=-3, stderr=stderr, env=_env(), cwd=str(config.parent))  # -3: DEVNULL
+                stdin=-3, stdout=-3, stderr=stderr, env={**_env(), **(env or {})}, cwd=str(config.parent))  # -3: DEVNULL
             try:
                 url = await _listening_url(process, stderr_path)
                 yield RunningGateway(url, process, stderr_path)

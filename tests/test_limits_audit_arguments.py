@@ -194,14 +194,14 @@ async def _request_admitted(limits: RateLimiter, key: str) -> bool:
     return True
 
 
-async def test_no_config_limits_nothing_and_storage_is_not_shared_yet() -> None:
+async def test_no_config_limits_nothing_and_a_redis_store_is_shared() -> None:
     none = RateLimiter.from_config(None)
     assert not none.enabled
     for _ in range(500):
         await none.admit(method="tools/call", key="a", tool="x")
         await none.admit_request(key="a")
     redis = RateLimiter.from_config(RateLimits(storage="redis://redis:6379/0"))
-    assert redis.enabled and redis.shared is False
+    assert redis.enabled and redis.shared and redis.store_status()["storage"] == "redis"
 
 
 async def test_a_reload_keeps_the_buckets_of_unchanged_rules() -> None:

@@ -29,3 +29,4 @@ def test_dockerfile_runs_mcpgw_as_non_root_on_the_mounted_config() -> None:
     assert user.split()[1] not in ("root", "0")
     assert 'ENTRYPOINT ["mcpgw"]' in lines
     assert 'CMD ["serve", "/config/proxy.yaml"]' in lines
+    assert 'RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[redis]"' in lines  # replicas share limits

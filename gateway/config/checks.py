@@ -7,6 +7,7 @@ them into positioned Problems. Adding a check means adding one generator to ``CH
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -213,26 +214,59 @@ def _check_filter(base: str, rules: NameFilter | ToolRules) -> Iterator[Finding]
             yield Finding(f"{base}/deny/{i}", "allow-deny", f"`{_shown(pattern)}` is both allowed and denied (deny wins)", severity="warning")
 
 
-NOT_ENFORCED_YET = {
-    "/rate_limits/storage": "shared rate-limit storage is not supported yet: each replica counts on its own",
-    "/gateway/http/session_signing_key": "signed sessions are not supported yet: sessions live in one process",
-}
-
-
 def check_not_yet_supported(config: GatewayConfig) -> Iterator[Finding]:
     """Settings the contract has but this version does not act on yet: say so instead of ignoring
     them silently (a security setting that is not enforced must never look as if it were)."""
-    present = {"/rate_limits/storage": config.rate_limits and config.rate_limits.storage != "memory",
-               "/gateway/http/session_signing_key": config.gateway.http.session_signing_key}
-    for pointer, value in present.items():
-        if value:
-            yield Finding(pointer, "not-supported-yet", NOT_ENFORCED_YET[pointer], severity="warning", at_key=True)
     for name, server in config.servers.items():
         for key in ("audience", "authorization_url", "resource"):
             if server.auth is not None and getattr(server.auth, key):
                 yield Finding(f"/servers/{name}/auth/{key}", "not-supported-yet",
                               f"`{key}` is not used yet: the authorization server is discovered from the server's "
                               "metadata, and the server's URL is sent as the resource", severity="warning", at_key=True)
+
+
+def check_session_signing(config: GatewayConfig) -> Iterator[Finding]:
+    """A signing key for sessions that are never opened is a setting someone believes in."""
+    http = config.gateway.http
+    if http.session_signing_key is not None and http.stateless:
+        yield Finding("/gateway/http/session_signing_key", "unused-setting",
+                      "stateless serving opens no sessions: the signing key is not used", severity="warning",
+                      at_key=True)
+
+
+def check_rate_limit_storage(config: GatewayConfig) -> Iterator[Finding]:
+    """A Redis store must be a URL the client can use, with the package to reach it installed.
+    The messages never quote the URL: it may carry a password."""
+    storage = config.rate_limits.storage if config.rate_limits else "memory"
+    if storage == "memory":
+        return
+    pointer = "/rate_limits/storage"
+    problem = _redis_url_problem(storage)
+    if problem:
+        yield Finding(pointer, "bad-url", f"not a usable Redis URL: {problem}", "redis://[:PASSWORD@]HOST[:PORT][/DB]")
+        return
+    password = urlsplit(_shown(storage)).password  # as written: a `${...}` reference is no leak
+    if password and "${" not in password:
+        yield Finding(pointer, "literal-secret", "a password is written into the file",
+                      "reference it: redis://:${REDIS_PASSWORD}@HOST:PORT/DB", "warning")
+    if importlib.util.find_spec("redis") is None:
+        yield Finding(pointer, "missing-package", "shared rate limits need the `redis` package, which is not installed",
+                      "pip install 'mcpgw[redis]'")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being a Redis URL, worded without its contents; ``None`` if nothing."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "its host or port cannot be read (a port is a number from 0 to 65535)"
+    if not parts.hostname:
+        return "it names no host"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "its database (the path) is not a number"
+    return None
 
 
 def check_cors(config: GatewayConfig) -> Iterator[Finding]:
@@ -253,8 +287,8 @@ def check_sources(config: GatewayConfig) -> Iterator[Finding]:
 
 CHECKS: tuple[Check, ...] = (
     check_prefixes, check_transport_keys, check_urls, check_headers, check_namespaces, check_auth,
-    check_literal_secrets, check_rate_limits, check_server_policies, check_cors, check_sources,
-    check_not_yet_supported,
+    check_literal_secrets, check_rate_limits, check_rate_limit_storage, check_server_policies, check_cors,
+    check_sources, check_not_yet_supported, check_session_signing,
 )
 
 

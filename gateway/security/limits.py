@@ -29,8 +29,13 @@ Buckets of the ``key``, ``server`` and ``tool`` scopes are kept per identity in 
 growing memory. An evicted bucket forgets its level, so the bound should stay well above the number
 of clients active within one period.
 
-``storage`` other than ``memory`` (Redis, shared by replicas) is not implemented yet: the limiter
-counts in this process and says so with ``shared = False``.
+``storage: redis://...`` (``limit_store.py``) keeps the buckets in Redis instead, shared by every
+replica (``shared = True``): the same rules, the same all-or-none charge (one Lua script), the same
+refusals and retry estimates, and ``max_wait`` bounded by the same deadline. A request the store
+cannot answer (Redis down, slow, or the ``redis`` package missing) is counted by the in-process
+buckets above: an outage of Redis loosens the limits to per replica for a while; it never refuses a
+request, and delays one at most by a Redis call's short timeout. ``store_status()`` says which it
+is, for ``/health``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from aiolimiter import AsyncLimiter
 
 from gateway.config.model import RateLimitRule, RateLimits
 from gateway.errors import GatewayError
+from gateway.security.limit_store import Bucket, RedisStore, StoreUnavailable, bucket_key, rule_tag
 
 MAX_BUCKETS = 10_000
 _MIN_SLEEP = 0.001  # never spin: a float-rounding shortfall sleeps a millisecond, not zero
@@ -97,10 +103,12 @@ def _effective_methods(rule: RateLimitRule) -> Optional[frozenset[str]]:
 
 
 class _RuleBuckets:
-    """One rule's buckets: one for ``global``, one per identity (LRU-bounded) for the others."""
+    """One rule's buckets: one for ``global``, one per identity (LRU-bounded) for the others.
+    In memory here; ``tag`` names them in a shared store."""
 
-    def __init__(self, rule: RateLimitRule, max_buckets: int) -> None:
+    def __init__(self, rule: RateLimitRule, max_buckets: int, tag: str = "") -> None:
         self.rule = rule
+        self.tag = tag or rule_tag(rule)
         self.methods = _effective_methods(rule)
         self.unit = rule.per / rule.requests  # seconds for one unit to drain: the retry estimate
         self._max_buckets = max_buckets
@@ -133,17 +141,21 @@ class _RuleBuckets:
             self._buckets.popitem(last=False)
         return limiter
 
+    def shared_bucket(self, identity: str) -> Bucket:
+        return Bucket(bucket_key(self.tag, identity), self.rule.requests, self.unit)
 
-_Charge = tuple[_RuleBuckets, AsyncLimiter]
+
+_Charge = tuple[_RuleBuckets, str]  # a rule, and the identity whose bucket of it is charged
+_Local = tuple[_RuleBuckets, AsyncLimiter]
 
 
 class RateLimiter:
     """The rate limits of one configuration. ``from_config(None)`` limits nothing."""
 
-    shared = False  # buckets live in this process; a Redis store (scale-out) will set True
-
-    def __init__(self, rules: Iterable[_RuleBuckets] = (), max_wait: float = 0.0) -> None:
+    def __init__(self, rules: Iterable[_RuleBuckets] = (), max_wait: float = 0.0,
+                 store: Optional[RedisStore] = None) -> None:
         self.max_wait = max_wait
+        self._store = store
         families = tuple(rules)
         self._request_families = tuple(f for f in families if is_request_wide(f.rule))
         self._call_families = tuple(f for f in families if not is_request_wide(f.rule))
@@ -153,18 +165,36 @@ class RateLimiter:
                     max_buckets: int = MAX_BUCKETS) -> "RateLimiter":
         """Build the limiter of a configuration. Rules equal to one of ``previous`` keep its buckets,
         so a reload (of this or any other part of the file) does not hand every client a fresh
-        allowance. ``storage`` is not read yet: every store is memory (see ``shared``)."""
+        allowance; the same ``storage`` URL keeps its Redis client and connections."""
         if limits is None:
             return cls()
         reusable: dict[RateLimitRule, list[_RuleBuckets]] = {}
         for family in previous.families if previous is not None else ():
             reusable.setdefault(family.rule, []).append(family)
+        seen: dict[RateLimitRule, int] = {}
 
         def family_of(rule: RateLimitRule) -> _RuleBuckets:
+            occurrence = seen[rule] = seen.get(rule, -1) + 1
             kept = reusable.get(rule)
-            return kept.pop(0) if kept else _RuleBuckets(rule, max_buckets)
+            return kept.pop(0) if kept else _RuleBuckets(rule, max_buckets, rule_tag(rule, occurrence))
 
-        return cls([family_of(rule) for rule in limits.rules], limits.max_wait)
+        families = [family_of(rule) for rule in limits.rules]
+        return cls(families, limits.max_wait, _store_for(limits.storage, previous))
+
+    @property
+    def shared(self) -> bool:
+        """Do the buckets live in a store every replica shares (Redis)? While that store is down,
+        requests are counted in this process: ``store_status()`` tells."""
+        return self._store is not None
+
+    def store_status(self) -> dict[str, Any]:
+        """Where the buckets live and whether that works, without anything secret (for ``/health``)."""
+        return self._store.status() if self._store is not None else {"storage": "memory", "state": "ok"}
+
+    async def aclose(self, keep: Optional["RateLimiter"] = None) -> None:
+        """Close the shared store, unless ``keep`` (the limiter replacing this one) still uses it."""
+        if self._store is not None and (keep is None or keep._store is not self._store):
+            await self._store.aclose()
 
     @property
     def families(self) -> tuple[_RuleBuckets, ...]:
@@ -210,26 +240,77 @@ class RateLimiter:
         for family in families:
             identity = family.identity(method, key, server, tool)
             if identity is not None:
-                charges.append((family, family.bucket(identity)))
+                charges.append((family, identity))
         return charges
 
     async def _take(self, charges: list[_Charge]) -> None:
-        """Charge every bucket, or none: wait (at most ``max_wait``) until all have room."""
-        blocked = _blocked(charges)
-        if blocked and self.max_wait > 0:
-            with anyio.move_on_after(self.max_wait):
-                while blocked:
-                    await anyio.sleep(max(_time_to_room(limiter) for _, limiter in blocked))
-                    blocked = _blocked(charges)
+        """Charge every bucket, or none: wait (at most ``max_wait``) until all have room. In the
+        shared store when there is one and it answers, else in this process."""
+        deadline = anyio.current_time() + self.max_wait
+        if self._store is not None and self._store.ready():
+            try:
+                return await self._take_shared(self._store, charges, deadline)
+            except StoreUnavailable:
+                pass  # the store said so in the log (once per outage): this request counts here
+        await _take_local([(family, family.bucket(identity)) for family, identity in charges], deadline)
+
+    @staticmethod
+    async def _take_shared(store: RedisStore, charges: list[_Charge], deadline: float) -> None:
+        """The shared twin of ``_take_local``. Never cancels a charge in flight: a charge cut off
+        after Redis ran it would be a refusal that consumed capacity."""
+        buckets = [family.shared_bucket(identity) for family, identity in charges]
+        blocked = await store.charge(buckets)
+        while blocked:
+            pause = max(_bounded_wait(wait, charges[i][0].unit) for i, wait in blocked)
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            await anyio.sleep(min(pause, remaining))
+            if pause > remaining:
+                break
+            blocked = await store.charge(buckets)
         if blocked:
-            family = max((f for f, _ in blocked), key=lambda f: f.unit)
-            raise RateLimited(family.rule, family.unit)
-        for _, limiter in charges:
-            await limiter.acquire()  # has room: returns without suspending
+            _refuse([charges[i][0] for i, _ in blocked])
 
 
-def _blocked(charges: list[_Charge]) -> list[_Charge]:
+def _store_for(storage: str, previous: Optional[RateLimiter]) -> Optional[RedisStore]:
+    """The store ``storage`` names: none for memory, the previous limiter's for the same URL."""
+    if storage == "memory":
+        return None
+    kept = previous._store if previous is not None else None
+    return kept if kept is not None and kept.url == storage else RedisStore(storage)
+
+
+async def _take_local(charges: list[_Local], deadline: float) -> None:
+    """Charge every in-process bucket, or none. ``AsyncLimiter.acquire()`` returns without
+    suspending right after ``has_capacity()`` said yes, so nothing runs between check and charge."""
+    blocked = _blocked(charges)
+    remaining = deadline - anyio.current_time()
+    if blocked and remaining > 0:
+        with anyio.move_on_after(remaining):
+            while blocked:
+                await anyio.sleep(max(_time_to_room(limiter) for _, limiter in blocked))
+                blocked = _blocked(charges)
+    if blocked:
+        _refuse([family for family, _ in blocked])
+    for _, limiter in charges:
+        await limiter.acquire()  # has room: returns without suspending
+
+
+def _refuse(blocked: list[_RuleBuckets]) -> None:
+    """Refuse with the full rule that takes longest to free a unit: waiting that long is enough."""
+    family = max(blocked, key=lambda f: f.unit)
+    raise RateLimited(family.rule, family.unit)
+
+
+def _blocked(charges: list[_Local]) -> list[_Local]:
     return [(family, limiter) for family, limiter in charges if not limiter.has_capacity()]
+
+
+def _bounded_wait(wait: float, unit: float) -> float:
+    """How long to sleep before trying again: the bucket's own estimate, never zero, never more
+    than one unit (the refill of one unit is an upper bound on any wait for one unit)."""
+    return min(unit, max(_MIN_SLEEP, wait))
 
 
 def _time_to_room(limiter: AsyncLimiter) -> float:
@@ -240,4 +321,4 @@ def _time_to_room(limiter: AsyncLimiter) -> float:
     level = getattr(limiter, "_level", None)
     if not isinstance(level, float | int):
         return unit
-    return min(unit, max(_MIN_SLEEP, (level + 1 - limiter.max_rate) * unit))
+    return _bounded_wait((level + 1 - limiter.max_rate) * unit, unit)
