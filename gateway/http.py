@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.calls import RATE_LIMITED
 from gateway.config.model import HttpConfig
 from gateway.event_store import BoundedEventStore
+from gateway.http_sessions import SessionManager
 from gateway.observability import health_report, servers_report
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
@@ -73,7 +74,8 @@ class _Managers:
             return manager  # every request but an endpoint's first: no lock on the request path
         async with self._lock:
             if endpoint not in self._managers:
-                manager = _SessionManager(
+                manager = SessionManager(
+                    endpoint=endpoint, signing_key=self._signing_key, sessions=self.gateway.sessions,
                     app=build_server(self.gateway, endpoint), json_response=self.http.json_response,
                     stateless=self.stateless, security_settings=security_settings(self.http),
                     session_idle_timeout=self.http.session_idle_timeout, max_request_body_size=self.http.max_body_bytes,
@@ -83,18 +85,9 @@ class _Managers:
                 self._managers[endpoint] = manager
             return self._managers[endpoint]
 
-
-class _SessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, with an event store of its own for every session. The SDK hands
-    its one store to every session, but a stream is named by its request id (or ``_GET_stream``),
-    which repeats from session to session: one shared store could replay a client another
-    session's messages. The store given to the manager only says that resumability is on."""
-
-    def _admit_session(self, requestor: Any) -> Any:
-        transport = super()._admit_session(requestor)
-        if transport is not None and self.event_store is not None:
-            transport._event_store = BoundedEventStore()  # the one private touch; tests/test_resumability.py guards it
-        return transport
+    def _signing_key(self) -> str | None:
+        key = self.http.session_signing_key  # like every listener setting, as it was at start
+        return key.reveal() if key is not None else None
 
 
 async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None]) -> None:

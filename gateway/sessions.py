@@ -97,11 +97,9 @@ class SessionRegistry:
         """A session opened with one key is not usable with another. A session opened without
         credentials (lazy auth: discovery first) belongs to the first key that uses it."""
         owner = self._owners.get(session_id)
-        if owner is None:
-            if who is not None and session_id in self._owners:
-                self._owners[session_id] = who
-            return True
-        return who is None or who == owner
+        if owner is None and who is not None and session_id in self._owners:
+            self._owners[session_id] = who
+        return owner_admits(owner, who)
 
     def session_ended(self, session_id: str) -> None:
         """The client ended its session (HTTP DELETE): its calls in flight are cancelled."""
@@ -162,6 +160,12 @@ class SessionRegistry:
                     log.debug("could not tell a session about a change (%s); forgetting it", type(exc).__name__)
                     sessions.discard(session)  # type: ignore[union-attr]
                     break
+
+
+def owner_admits(owner: str | None, who: str | None) -> bool:
+    """May ``who`` use a session opened by ``owner``? Yes when either is anonymous (lazy auth:
+    discovery needs no key, and a session opened without one goes to the first key that uses it)."""
+    return owner is None or who is None or who == owner
 
 
 async def _each(connections: Any, send: Any, what: str) -> None:

@@ -316,16 +316,22 @@ def test_the_service_is_cluster_ip_port_80_to_the_container_port_with_affinity()
     assert container_port(port["targetPort"]) == config().gateway.http.port == 12006
     labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= labels.items()
-    # Sessions live in one replica until issue 11 lands: pin clients (or serve --stateless), and
-    # the comment beside the setting says so.
+    # Any replica can serve a session (signed ids), but what a session keeps in one replica's memory
+    # (questions to the client, resumable streams) wants affinity; the comment beside it says why.
     assert service["sessionAffinity"] == "ClientIP"
-    assert "--stateless" in (KUBE / "service.yaml").read_text()
+    assert "signed session ids" in (KUBE / "service.yaml").read_text()
 
 
-def test_the_doc_states_what_scale_out_still_lacks_and_both_ways_around_it() -> None:
+def test_the_replicas_share_a_session_signing_key_from_the_secret() -> None:
+    key = config().gateway.http.session_signing_key
+    assert key is not None and key.written_as == "${MCPGW_SESSION_KEY}"
+    assert "MCPGW_SESSION_KEY" in secret_values()
+
+
+def test_the_doc_states_how_replicas_share_sessions_and_limits_and_what_stays_in_one() -> None:
     doc = DOC.read_text()
-    for phrase in ("not implemented yet", "Sessions that survive a replica change", "Shared rate limits",
-                   "--stateless", "sessionAffinity: ClientIP", "kubectl apply -k deploy/kubernetes"):
+    for phrase in ("any replica serves any request", "session_signing_key", "What does not cross replicas",
+                   "Shared rate limits", "--stateless", "sessionAffinity: ClientIP", "kubectl apply -k deploy/kubernetes"):
         assert phrase in doc, phrase
 
 

@@ -36,6 +36,7 @@ from gateway.security.auth import ROOT_ENDPOINT, KeyRing, Principal, bearer_toke
 from gateway.security.oauth import InsufficientScope, TokenValidator, base_url_of, metadata_url
 
 PRINCIPAL = "mcpgw.principal"
+MESSAGE = "mcpgw.message"  # the POSTed JSON-RPC message, parsed once here, for what comes after
 MAX_DEPTH = 64
 """JSON-RPC messages are shallow; deeper nesting is an attack on the parsers after this one."""
 
@@ -70,6 +71,11 @@ class Refusal:
 def principal_of(scope: Scope) -> Principal | None:
     """The principal ``FrontDoor`` let this request in as; None when anonymous or auth is off."""
     return scope.get("state", {}).get(PRINCIPAL)
+
+
+def opening_message(scope: Scope) -> dict[str, Any] | None:
+    """The JSON-RPC message POSTed in this request, as ``FrontDoor`` parsed it (None for GET/DELETE)."""
+    return scope.get("state", {}).get(MESSAGE)
 
 
 def endpoints_at(path: str) -> EndpointOf:
@@ -196,7 +202,8 @@ class FrontDoor:
             await Refusal(400, INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported by MCP "
                                                 "(since 2025-06-18); send one message per request").send(send)
             return
-        scope.setdefault("state", {})[PRINCIPAL] = principal
+        state = scope.setdefault("state", {})
+        state[PRINCIPAL], state[MESSAGE] = principal, messages[0]
         await self.app(scope, _replay(body, receive), send)
 
 
