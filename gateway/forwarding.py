@@ -25,6 +25,7 @@ from gateway.parked import ParkedCall, ParkedCalls
 from gateway.routing import Route
 from gateway.runtime import Gateway, Snapshot
 from gateway.sessions import SessionRegistry
+from gateway.sse import RequestDisconnect
 from gateway.upstreams.connection import CALLER_CAPABILITIES
 
 T = TypeVar("T")
@@ -62,8 +63,8 @@ async def interactive(gateway: Gateway, snap: Snapshot, route: Route, caller: Ca
     def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
         return lambda client: send(client, responses, state, _upstream_meta(client, caller))
 
-    resumable = not snap.config.gateway.http.json_response
-    return await _unless_client_leaves(caller, gateway.sessions, resumable, lambda: _interactive_steps(
+    streamed = not snap.config.gateway.http.json_response
+    return await _unless_client_leaves(caller, gateway.sessions, streamed, lambda: _interactive_steps(
         gateway.parked, snap, route, caller, responses, state, timeout, repeatable, operation))
 
 
@@ -92,12 +93,17 @@ async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: R
     return result
 
 
-async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, resumable: bool,
+async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, streamed: bool,
                                 work: Callable[[], Awaitable[T]]) -> T:
     """``work()``, cancelled when its client leaves; the upstream request is then cancelled too (the
-    SDK sends ``notifications/cancelled`` upstream). The SDK leaves a handler running after its
-    client has gone, so the gateway watches the request's connection: once the request has been
-    read, the only message it can still deliver is the disconnect.
+    SDK sends ``notifications/cancelled`` upstream). The SDK leaves a handshake-era handler running
+    after its client has gone, so the gateway watches the request's connection: once the request
+    has been read, the only message it can still deliver is the disconnect.
+
+    Who watches: a 2026-07-28 call answered as a stream is watched by the SDK, which cancels the
+    handler itself; a handshake-era one by the response (``sse.DeferredEventSource``), which tells
+    this call through ``RequestDisconnect``; a call answered with JSON (``json_response``) by a
+    task of its own here.
 
     A call of a stateful handshake-era session answered on a resumable SSE stream is different: a
     dropped stream is not the client leaving (the spec says so), the client reconnects with
@@ -106,32 +112,45 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, resum
     ``RESUME_GRACE``: a client that vanished does not keep its calls running.
     """
     request = getattr(caller.ctx, "request", None)
-    if request is None:  # stdio: the client leaving ends the gateway, which cancels what is in flight
+    if request is None or (streamed and caller.modern):  # stdio: a client leaving ends the gateway
         return await work()
     session_id = request.headers.get("mcp-session-id")
-    resumes = bool(session_id) and resumable and not caller.modern
-    receive = request.receive
-    outcome: dict[str, Any] = {}
-    with sessions.call_of_session(session_id) if resumes else nullcontext():
-        async with anyio.create_task_group() as tg:
+    resumes = bool(session_id) and streamed and not caller.modern
+    with sessions.call_of_session(session_id) if resumes else nullcontext(), anyio.CancelScope() as call:
 
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                if not resumes or not await sessions.returns_within(session_id, RESUME_GRACE):
-                    tg.cancel_scope.cancel()
+        async def on_leave() -> None:
+            if not resumes or not await sessions.returns_within(session_id, RESUME_GRACE):
+                call.cancel()
 
-            tg.start_soon(watch)
+        if streamed:
+            unregister = RequestDisconnect.of(request.scope).on_leave(on_leave)
             try:
-                outcome["result"] = await work()
-            except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (unwrapped)
-                outcome["error"] = exc
-            tg.cancel_scope.cancel()
+                return await work()
+            finally:
+                unregister()
+        return await _watching(request.receive, on_leave, work)
+    raise MCPError(INTERNAL_ERROR, "the client left before the answer")  # an answer to nobody
+
+
+async def _watching(receive: Any, on_leave: Callable[[], Awaitable[None]], work: Callable[[], Awaitable[T]]) -> T:
+    """``work()`` with a task of its own watching ``receive`` for the disconnect."""
+    outcome: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            await on_leave()
+
+        tg.start_soon(watch)
+        try:
+            outcome["result"] = await work()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group (unwrapped)
+            outcome["error"] = exc
+        tg.cancel_scope.cancel()
     if "error" in outcome:
         raise outcome["error"]
-    if "result" in outcome:
-        return outcome["result"]
-    raise MCPError(INTERNAL_ERROR, "the client left before the answer")  # an answer to nobody
+    return outcome["result"]
 
 
 async def _collect(parked: ParkedCall) -> Any:

@@ -11,7 +11,6 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import sse
 from gateway.calls import RATE_LIMITED
 from gateway.config.model import HttpConfig
 from gateway.event_store import BoundedEventStore
@@ -54,8 +54,9 @@ class _Managers:
         self.stateless = stateless
         self.http = gateway.current.config.gateway.http  # listener settings are read once, at start
         # The SDK builds its SSE responses without a ping interval, so the class default is the one
-        # knob: keep-alive comments on idle streams, one process, one listener, one setting.
-        EventSourceResponse.DEFAULT_PING_INTERVAL = self.http.keepalive
+        # knob: keep-alive comments on idle streams, one process, one listener, one setting. POST
+        # answers become JSON when they need no stream (gateway/sse.py).
+        sse.install(self.http.keepalive)
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None

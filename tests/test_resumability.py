@@ -171,6 +171,16 @@ def echo(text: str) -> dict[str, Any]:
     return {"name": "alpha__echo", "arguments": {"text": text}}
 
 
+def logged(text: str) -> dict[str, Any]:
+    """A call that sends a log message (``text``) before its result: its answer is a stream (a call
+    that sends nothing before its result is answered as plain JSON, tests/test_sse_answers.py)."""
+    return {"name": "alpha__log", "arguments": {"message": text}}
+
+
+def carries(events: list[Event], text: str) -> bool:
+    return any(text in (e.data or "") for e in events)
+
+
 # --- the tests ---------------------------------------------------------------------------------
 
 
@@ -178,17 +188,18 @@ async def test_a_tool_call_stream_is_primed_and_replays_after_its_priming_event(
     with anyio.fail_after(WAIT):
         async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=READ_WAIT) as http:
             session = await open_session(http, gw.url)
-            events = await session.call(7, "tools/call", echo("hello-replay"))
+            events = await session.call(7, "tools/call", logged("hello-replay"))
 
             priming, sent = events[0], messages(events)
             assert priming.is_priming and priming.retry == str(SSE_RETRY_MS), priming
-            assert sent and answers(sent[-1], 7) and result_text(sent[-1]) == "hello-replay"
+            assert sent and answers(sent[-1], 7) and result_text(sent[-1]) == "logged"
+            assert carries(sent[:-1], "hello-replay")
             ids = [e.id for e in sent]
             assert all(ids) and len({priming.id, *ids}) == len(ids) + 1  # every message has an id of its own
 
             replayed = await session.replay(priming.id)
             assert [(e.id, e.data) for e in replayed] == [(e.id, e.data) for e in sent]
-            assert "hello-replay" in replayed[-1].data
+            assert carries(replayed, "hello-replay")
 
             # from the last event on there is nothing left to replay
             assert await session.replay(sent[-1].id) == []
@@ -225,29 +236,27 @@ async def test_replays_never_cross_sessions_that_reuse_a_request_id(tmp_path: Pa
         async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=READ_WAIT) as http:
             a = await open_session(http, gw.url)
             b = await open_session(http, gw.url)
-            await a.call(2, "tools/list", {})  # so A's event ids are not B's ids by coincidence
+            await a.call(2, "tools/call", logged("warm-up"))  # so A's event ids are not B's ids by coincidence
             # B calls first: A's events come after B's priming event, where a store shared between
             # sessions would replay them to B
-            b_events = await b.call(7, "tools/call", echo("from-B"))
-            a_events = await a.call(7, "tools/call", echo("from-A"))
-            assert result_text(messages(b_events)[-1]) == "from-B"
-            assert result_text(messages(a_events)[-1]) == "from-A"
+            b_events = await b.call(7, "tools/call", logged("from-B"))
+            a_events = await a.call(7, "tools/call", logged("from-A"))
+            assert carries(b_events, "from-B") and carries(a_events, "from-A")
             b_priming, a_priming = b_events[0], a_events[0]
             assert b_priming.is_priming and a_priming.is_priming
 
             replayed_b = await b.replay(b_priming.id)
-            assert [result_text(e) for e in replayed_b if answers(e, 7)] == ["from-B"]
-            assert not any("from-A" in (e.data or "") for e in replayed_b)
+            assert carries(replayed_b, "from-B") and [result_text(e) for e in replayed_b if answers(e, 7)] == ["logged"]
+            assert not carries(replayed_b, "from-A")
 
             # A's event id presented on B's session replays nothing of A's
-            foreign = await b.replay(a_priming.id)
-            assert not any("from-A" in (e.data or "") for e in foreign)
+            assert not carries(await b.replay(a_priming.id), "from-A")
             for event in messages(a_events):
-                assert not any("from-A" in (e.data or "") for e in await b.replay(event.id))
+                assert not carries(await b.replay(event.id), "from-A")
 
             # and A's own replay is still A's
             replayed_a = await a.replay(a_priming.id)
-            assert [result_text(e) for e in replayed_a if answers(e, 7)] == ["from-A"]
+            assert carries(replayed_a, "from-A") and not carries(replayed_a, "from-B")
 
 
 async def test_an_idle_get_stream_gets_keepalive_pings_at_the_configured_interval(tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""How a handshake-era POST is answered (gateway/sse.py): plain JSON when the call sends nothing
+before its result, the SSE stream it always was when it does (or takes longer than ``DEFER``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp.server.streamable_http as sdk_transport
+import pytest
+from gateway_harness import gateway_http
+from raw_rpc import JSON_AND_SSE, call, open_session
+from test_resumability import gateway_config, sse_events
+
+from gateway import sse
+
+pytestmark = pytest.mark.anyio
+WAIT = 60
+
+
+def test_the_gateway_answers_the_sdks_posts_itself() -> None:
+    """The one module attribute of the SDK the gateway replaces: if the SDK stops looking it up
+    there, this fails rather than every answer silently going back to the library's stream."""
+    sse.install(15.0)
+    assert sdk_transport.EventSourceResponse is sse.DeferredEventSource
+    assert "EventSourceResponse(" in Path(sdk_transport.__file__).read_text(encoding="utf-8")
+
+
+def test_events_are_encoded_as_the_sdk_shapes_them() -> None:
+    assert sse.encode({"id": "7", "event": "message", "data": '{"a":1}'}) == \
+        b'id: 7\r\nevent: message\r\ndata: {"a":1}\r\n\r\n'
+    assert sse.encode({"id": "1", "data": "", "retry": 1000}) == b"id: 1\r\ndata: \r\nretry: 1000\r\n\r\n"
+    assert sse.encode({"data": "two\nlines"}) == b"data: two\r\ndata: lines\r\n\r\n"
+
+
+async def _post(http: httpx2.AsyncClient, url: str, session: dict[str, str], body: dict[str, Any]) -> httpx2.Response:
+    return await http.post(url, headers=session, json=body)
+
+
+async def test_a_call_that_sends_nothing_first_is_answered_as_json(tmp_path: Path) -> None:
+    with anyio.fail_after(WAIT):
+        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, gw.url)
+            answer = await _post(http, gw.url, session, call("alpha__echo", 5, text="plain"))
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.headers["mcp-session-id"] == session["Mcp-Session-Id"]
+            body = answer.json()
+            assert body["id"] == 5 and body["result"]["content"][0]["text"] == "plain"
+            # a tool's own failure is a result too
+            failed = await _post(http, gw.url, session, call("alpha__fail", 6, message="no"))
+            assert failed.headers["content-type"] == "application/json" and failed.json()["result"]["isError"]
+
+
+async def test_a_call_that_streams_or_fails_or_takes_long_is_answered_as_a_primed_stream(tmp_path: Path) -> None:
+    with anyio.fail_after(WAIT):
+        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, gw.url)
+            cases = {
+                "a log message before the result": call("alpha__log", 7, message="note"),
+                "longer than DEFER": call("alpha__slow", 8, seconds=sse.DEFER + 0.5),
+                "a JSON-RPC error": {"jsonrpc": "2.0", "id": 9, "method": "prompts/get",
+                                     "params": {"name": "nope__missing"}},
+            }
+            for what, body in cases.items():
+                async with http.stream("POST", gw.url, headers={**JSON_AND_SSE, **session}, json=body) as answer:
+                    assert answer.headers["content-type"].startswith("text/event-stream"), what
+                    events = [event async for event in sse_events(answer)]
+                assert events[0].is_priming, what
+                last = events[-1].message
+                assert last is not None and last["id"] == body["id"], what
