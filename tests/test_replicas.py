@@ -88,7 +88,11 @@ async def test_a_session_keeps_working_while_its_requests_alternate_between_repl
                 assert "alpha__echo" in {tool.name for tool in (await client.list_tools()).tools}
                 for i in range(12):
                     assert echo_text(await client.call_tool("alpha__echo", {"text": f"call {i}"})) == f"call {i}"
-            assert all(r.balancer.served[backend] >= 4 for backend in r.backends), r.balancer.served
+            async with Client(streamable_http_client(r.url), mode="auto") as modern:  # the 2026 wire: stateless
+                for i in range(6):
+                    assert echo_text(await modern.call_tool("alpha__echo", {"text": f"m{i}"})) == f"m{i}"
+                assert modern.session.protocol_version == "2026-07-28"
+            assert all(r.balancer.served[backend] >= 6 for backend in r.backends), r.balancer.served
             rebuilt = [gw for gw in r.gateways if "rebuilt a session from its signed id" in gw.stderr()]
             assert len(rebuilt) >= 2  # every replica but the one that opened it served the session
             for i, gw in enumerate(r.gateways):  # and each says which replica it is
