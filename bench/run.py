@@ -9,6 +9,9 @@
 - ``mcpgw-stdio-stdio``: ``mcpgw serve`` over stdio, the upstream a stdio child of it;
 - ``mcpgw-http-stdio``: ``mcpgw serve --transport streamable-http``, stdio upstream;
 - ``mcpgw-http-http``: the same, the upstream serving Streamable HTTP;
+- ``mcp-proxy-http-stdio`` and ``fastmcp-http-stdio``: the peers, ``mcp-proxy`` and the FastMCP
+  proxy, each installed in a virtual environment of its own (``bench/.venvs/NAME``, made on demand:
+  see bench/peers), serving Streamable HTTP in front of the same stdio upstream command;
 
 and for each: sequential ``tools/call`` latency (p50/p99), throughput with 16 and 64 concurrent
 sessions (over stdio: 16 and 64 requests in flight on the one connection), CPU time per call of
@@ -16,17 +19,26 @@ the process the client talks to (the gateway; for a floor, the upstream itself) 
 upstream, peak RSS, and over HTTP memory per idle session (RSS before and after opening
 ``--idle-sessions`` sessions). Then ``tools/list`` with many tools: ``list-floor`` (one upstream
 listing N x M tools itself) and ``list-mcpgw-NxM`` (the gateway in front of N Streamable HTTP
-servers of M tools each: N server entries, each its own upstream session, on one upstream process).
+servers of M tools each: N server entries, each its own upstream session, on one upstream process),
+and the peers in front of 1,000 tools (``list-fastmcp-20x50``; ``list-mcp-proxy-1x1000``: it cannot
+merge servers, so one upstream listing 1,000 tools).
+
+The peers are measured exactly like mcpgw, but their errors and mismatches are only reported: the
+run exits non-zero for a floor's or mcpgw's, not for a peer's. ``--no-peers`` leaves them out, and
+so does ``--quick`` (unless named in ``--only``). After the table come the ratios of
+``mcpgw-http-stdio`` to the best peer (the lowest added p50 among the peers without errors), each
+against the issue's goal.
 
 Every reply is checked by bench/load.py (the echoed payload must be the one that session sent);
 errors and mismatches are reported per target. Prints a table, writes JSON (and a PNG chart if
-matplotlib happens to be installed). Everything is on 127.0.0.1, bounded in calls and in time, and
-every process started is stopped (its process group killed if it does not stop).
+matplotlib happens to be installed: ``pip install matplotlib``, not a dependency; ``--chart-to
+PATH`` writes a copy there). Everything is on 127.0.0.1, bounded in calls and in time, and every
+process started is stopped (its process group killed if it does not stop).
 
-Adding a target (a peer proxy in its own virtual environment, say) is one ``Target`` in
-``targets()``: a name, how the client reaches it (``stdio``/``http``) and an async ``start``
-that launches it in front of the upstream (``Bench.upstream_http`` / ``upstream_stdio_argv``)
-and returns a ``Running`` (see ``start_mcpgw`` and ``http_command``).
+Adding a target is one ``Target`` in ``targets()``: a name, how the client reaches it
+(``stdio``/``http``) and an async ``start`` that launches it in front of the upstream
+(``Bench.upstream_http`` / ``upstream_stdio_argv``) and returns a ``Running`` (see ``start_mcpgw``
+and ``http_command``); a peer also names its entry in ``bench.peers.PEERS`` (its venv).
 """
 
 from __future__ import annotations
@@ -52,12 +64,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(ROOT))
 
-from bench import hotspots, load  # noqa: E402
+from bench import hotspots, load, peers  # noqa: E402
 
 UPSTREAM = ROOT / "bench" / "upstream.py"
 PYTHON = sys.executable
 MCPGW = str(Path(sys.executable).with_name("mcpgw"))
 TICKS = os.sysconf("SC_CLK_TCK")
+FAILURES = (RuntimeError, TimeoutError, OSError, KeyError, asyncio.TimeoutError, load.Failure)  # a target failed
 START_TIMEOUT = 60.0  # seconds for a target to come up (100 upstream sessions included)
 STOP_TIMEOUT = 15.0
 
@@ -73,11 +86,12 @@ class Settings:
     list_tools: int = 50
     list_requests: int = 30
     extra_list_servers: tuple[int, ...] = (20,)  # 20 x 50 = 1,000 tools as well
+    peer_list_servers: int = 20  # the peers' tools/list: 20 x 50 = 1,000 tools, compared with mcpgw's 20 x 50
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(sequential=20, throughput_calls=100, throughput_seconds=0.5, idle_sessions=20, list_servers=3,
-                   list_tools=5, list_requests=3, extra_list_servers=())
+                   list_tools=5, list_requests=3, extra_list_servers=(), peer_list_servers=3)
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -131,8 +145,11 @@ class Proc:
         raise TimeoutError(f"{self.name}: no {pattern!r} within {timeout:.0f} s: {self.output('err')[-2000:]}")
 
     def adopt_children(self) -> None:
-        """Remember this process's children now, to reap them if they outlive it."""
-        self.extra_pids = [(pid, _start_time(pid)) for pid in descendants(self.pid)]
+        """Remember this process's children now (beside those already known), to reap them if they
+        outlive it: a proxy's stdio upstream runs in a session of its own (the SDKs spawn it so)."""
+        known = set(self.extra_pids)
+        self.extra_pids += [entry for entry in ((pid, _start_time(pid)) for pid in descendants(self.pid))
+                            if entry not in known]
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -236,6 +253,7 @@ class Running:
 
     async def stop(self) -> None:
         for proc in reversed(self.procs):
+            proc.adopt_children()  # whatever it spawned since (a peer starts its upstream lazily)
             await proc.stop()
 
 
@@ -247,6 +265,7 @@ class Target:
     proxy: bool  # a proxy between client and upstream (its overhead is what is measured)
     start: Callable[["Bench"], Awaitable[Running]]
     floor: str | None = None  # the floor it is compared with (same client transport)
+    peer: str | None = None  # a peer: its key in bench.peers.PEERS (its venv); its errors do not fail the run
 
 
 class Bench:
@@ -277,6 +296,14 @@ class Bench:
     async def upstream_stdio(self, tools: int = 1) -> Proc:
         return await Proc.start(self.upstream_stdio_argv(tools), self._name("upstream-stdio"), self.workdir,
                                 pipes=True)
+
+    def json_file(self, stem: str, data: dict[str, Any]) -> Path:
+        """A JSON file (a peer's config) in a directory of its own, like ``mcpgw_config``."""
+        directory = self.workdir / self._name(stem)
+        directory.mkdir()
+        path = directory / f"{stem}.json"
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        return path
 
     def mcpgw_config(self, servers: dict[str, dict[str, Any]], gateway: dict[str, Any] | None = None) -> Path:
         """A config in a directory of its own (the gateway watches the config's directory)."""
@@ -338,13 +365,12 @@ async def start_mcpgw(bench: Bench, front: str, upstream: str, section: dict[str
     return running
 
 
-def http_command(argv: Callable[[Bench], Awaitable[list[str]] | list[str]], ready: str, stream: str = "err"
-                 ) -> Callable[[Bench], Awaitable[Running]]:
+def http_command(argv: Callable[[Bench], Awaitable[list[str]] | list[str]], ready: str, stream: str = "err",
+                 path: str = "") -> Callable[[Bench], Awaitable[Running]]:
     """A proxy started by a command line (``argv(bench)``) in front of the upstream, serving
-    Streamable HTTP at the URL its output announces (``ready``: a regex whose group 1 is the full
-    endpoint URL; ``stream``: "err" or "out"). For a peer installed in its own virtual environment:
-    ``Target("peer-http-stdio", ..., "http", True, http_command(lambda b: [PEER_BIN, *PEER_FLAGS,
-    *b.upstream_stdio_argv()], r"...(http://\\S+)"), floor="floor-http")``."""
+    Streamable HTTP at the URL its output announces (``ready``: a regex whose group 1 is the URL,
+    ``path`` appended to it: a server that announces only its origin, as uvicorn does; ``stream``:
+    "err" or "out"). The peers are started this way (``peer_targets()``)."""
 
     async def start(bench: Bench) -> Running:
         command = argv(bench)
@@ -356,9 +382,31 @@ def http_command(argv: Callable[[Bench], Awaitable[list[str]] | list[str]], read
         except BaseException:
             await proc.stop()
             raise
-        return Running("http", [proc], proc.pid, None, url=found.group(1))
+        return Running("http", [proc], proc.pid, None, url=found.group(1).rstrip("/") + path)
 
     return start
+
+
+UVICORN_READY = r"Uvicorn running on (http://[\w.:\[\]]+)"  # both peers serve with uvicorn, port 0
+
+
+def mcp_proxy_argv(bench: Bench, tools: int = 1) -> list[str]:
+    """``mcp-proxy`` in front of the stdio upstream: its default Streamable HTTP mode (stateful, JSON
+    answers, at /mcp; SSE at /sse too) on an ephemeral port; it spawns the upstream as its child."""
+    return [peers.PEERS["mcp-proxy"].bin("mcp-proxy"), "--host", "127.0.0.1", "--port", "0", "--",
+            *bench.upstream_stdio_argv(tools)]
+
+
+def fastmcp_argv(bench: Bench, servers: dict[str, dict[str, Any]]) -> list[str]:
+    """The FastMCP proxy (``create_proxy`` of an ``mcpServers`` config, its default HTTP settings),
+    run by bench/peers/fastmcp_proxy.py with the peer venv's Python."""
+    config = bench.json_file("fastmcp", {"mcpServers": servers})
+    return [peers.PEERS["fastmcp"].bin("python"), str(peers.FASTMCP_SCRIPT), str(config)]
+
+
+def _stdio_server(bench: Bench, tools: int = 1) -> dict[str, Any]:
+    argv = bench.upstream_stdio_argv(tools)
+    return {"command": argv[0], "args": argv[1:]}
 
 
 def targets() -> list[Target]:
@@ -371,6 +419,19 @@ def targets() -> list[Target]:
                lambda b: start_mcpgw(b, "http", "stdio"), floor="floor-http"),
         Target("mcpgw-http-http", "mcpgw Streamable HTTP -> Streamable HTTP upstream", "http", True,
                lambda b: start_mcpgw(b, "http", "http"), floor="floor-http"),
+        *peer_targets(),
+    ]
+
+
+def peer_targets() -> list[Target]:
+    """The peers, in front of the very same upstream command (mcpgw's Python runs it): stdio
+    upstream, Streamable HTTP front, like ``mcpgw-http-stdio``."""
+    return [
+        Target("mcp-proxy-http-stdio", "mcp-proxy Streamable HTTP -> stdio upstream", "http", True,
+               http_command(mcp_proxy_argv, UVICORN_READY, path="/mcp"), floor="floor-http", peer="mcp-proxy"),
+        Target("fastmcp-http-stdio", "FastMCP proxy Streamable HTTP -> stdio upstream", "http", True,
+               http_command(lambda b: fastmcp_argv(b, {"up": _stdio_server(b)}), UVICORN_READY, path="/mcp"),
+               floor="floor-http", peer="fastmcp"),
     ]
 
 
@@ -436,6 +497,8 @@ async def measure_target(bench: Bench, target: Target, client: str) -> dict[str,
     started = time.perf_counter()
     running = await target.start(bench)
     out: dict[str, Any] = {"label": target.label, "transport": target.transport, "proxy": target.proxy}
+    if target.peer:
+        out["peer"] = target.peer
     connection = None
     try:
         out["startup_s"] = round(time.perf_counter() - started, 2)
@@ -528,8 +591,9 @@ async def _idle_sessions(opener: load.Opener, pid: int, count: int) -> dict[str,
             "kb_per_session": round((after["VmRSS"] - before) / opened, 1) if opened else None}
 
 
-async def measure_lists(bench: Bench, client: str) -> dict[str, Any]:
-    """``tools/list`` of many tools: the upstream alone, then mcpgw in front of N servers x M tools."""
+async def measure_lists(bench: Bench, client: str, peer_names: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``tools/list`` of many tools: the upstream alone, mcpgw in front of N servers x M tools, and
+    the peers (``peer_names``: those installed) in front of ``peer_list_servers`` x M tools."""
     settings = bench.settings
     out: dict[str, Any] = {}
     total = settings.list_servers * settings.list_tools
@@ -543,24 +607,73 @@ async def measure_lists(bench: Bench, client: str) -> dict[str, Any]:
     try:
         for servers in (settings.list_servers, *settings.extra_list_servers):
             config = bench.mcpgw_config({f"s{i:03d}": {"url": url} for i in range(servers)})
-            started = time.perf_counter()
-            gateway, gateway_url = await bench.mcpgw_http(config)
-            try:
-                startup = round(time.perf_counter() - started, 2)
-                spy = await _start_spy(bench, f"list-mcpgw-{servers}x{settings.list_tools}", gateway.pid)
-                figures = await _list_latency(gateway_url, client, settings.list_requests)
-                if spy is not None:
-                    figures["profile"] = await _finish_spy(bench, f"tools/list, {servers} servers", *spy)
-                out[f"list-mcpgw-{servers}x{settings.list_tools}"] = {
-                    "label": f"mcpgw, {servers} servers x {settings.list_tools} tools", "startup_s": startup,
-                    "expected_tools": servers * settings.list_tools, **figures}
-                if figures.get("tools") != [servers * settings.list_tools]:
-                    out[f"list-mcpgw-{servers}x{settings.list_tools}"]["errors"] += 1
-            finally:
-                await gateway.stop()
+            out[f"list-mcpgw-{servers}x{settings.list_tools}"] = await _list_behind(
+                bench, client, f"list-mcpgw-{servers}x{settings.list_tools}",
+                f"mcpgw, {servers} servers x {settings.list_tools} tools", servers * settings.list_tools,
+                lambda: _running_mcpgw_http(bench, config))
+        if "fastmcp" in peer_names:
+            out.update(await _list_fastmcp(bench, client, url))
     finally:
         await upstream.stop()
+    if "mcp-proxy" in peer_names:
+        out.update(await _list_mcp_proxy(bench, client))
     return out
+
+
+async def _running_mcpgw_http(bench: Bench, config: Path) -> Running:
+    gateway, url = await bench.mcpgw_http(config)
+    return Running("http", [gateway], gateway.pid, url=url)
+
+
+async def _list_fastmcp(bench: Bench, client: str, upstream_url: str) -> dict[str, Any]:
+    """The FastMCP proxy merges servers (an ``mcpServers`` config, tools prefixed by server name):
+    in front of the same N Streamable HTTP server entries on one upstream process as mcpgw."""
+    servers, tools = bench.settings.peer_list_servers, bench.settings.list_tools
+    key = f"list-fastmcp-{servers}x{tools}"
+    start = http_command(lambda b: fastmcp_argv(b, {f"s{i:03d}": {"url": upstream_url} for i in range(servers)}),
+                         UVICORN_READY, path="/mcp")
+    return {key: await _peer_list(bench, client, key, f"FastMCP proxy, {servers} servers x {tools} tools",
+                                  servers * tools, lambda: start(bench), "fastmcp")}
+
+
+async def _list_mcp_proxy(bench: Bench, client: str) -> dict[str, Any]:
+    """``mcp-proxy`` cannot merge servers (``--named-server`` serves each at /servers/NAME/ apart),
+    so: in front of one stdio upstream listing the same number of tools."""
+    total = bench.settings.peer_list_servers * bench.settings.list_tools
+    key = f"list-mcp-proxy-1x{total}"
+    start = http_command(lambda b: mcp_proxy_argv(b, total), UVICORN_READY, path="/mcp")
+    return {key: await _peer_list(bench, client, key, f"mcp-proxy, one stdio upstream of {total} tools "
+                                  "(it cannot merge servers)", total, lambda: start(bench), "mcp-proxy")}
+
+
+async def _peer_list(bench: Bench, client: str, key: str, label: str, expected: int,
+                     start: Callable[[], Awaitable[Running]], peer: str) -> dict[str, Any]:
+    """A peer's ``tools/list``; a peer that fails is reported, not fatal."""
+    try:
+        return {"peer": peer, **await _list_behind(bench, client, key, label, expected, start)}
+    except FAILURES as exc:
+        return {"label": label, "peer": peer, "error": f"{type(exc).__name__}: {exc}", "errors": 1}
+
+
+async def _list_behind(bench: Bench, client: str, key: str, label: str, expected: int,
+                       start: Callable[[], Awaitable[Running]]) -> dict[str, Any]:
+    """``tools/list`` latency through a proxy that ``start()`` launches (and that is stopped here);
+    every answer must list ``expected`` tools."""
+    started = time.perf_counter()
+    running = await start()
+    try:
+        startup = round(time.perf_counter() - started, 2)
+        spy = await _start_spy(bench, key, running.front_pid)
+        assert running.url is not None
+        figures = await _list_latency(running.url, client, bench.settings.list_requests)
+        if spy is not None:
+            figures["profile"] = await _finish_spy(bench, f"tools/list, {label}", *spy)
+        entry = {"label": label, "startup_s": startup, "expected_tools": expected, **figures}
+        if figures.get("tools") != [expected]:
+            entry["errors"] += 1
+        return entry
+    finally:
+        await running.stop()
 
 
 async def _list_latency(url: str, client: str, requests: int) -> dict[str, Any]:
@@ -591,9 +704,11 @@ def compare(results: dict[str, Any]) -> None:
 def table(results: dict[str, Any], lists: dict[str, Any]) -> str:
     rows = [("target", "p50 ms", "+p50", "p99 ms", "+p99", "calls/s 16", "calls/s 64", "CPU/call front",
              "CPU/call upstr", "KB/idle sess", "peak RSS MB", "err", "mism")]
+    notes: dict[str, str] = {}  # rows that failed: the reason, written across the row
     for name, f in results.items():
         if "error" in f and "sequential" not in f:
-            rows.append((name, "failed: " + f["error"][:60], *[""] * 11))
+            notes[name] = "failed: " + f["error"][:160]
+            rows.append((name, *[""] * 12))
             continue
         cpu = f.get("cpu_ms_per_call", {})
         idle = f.get("idle_sessions", {})
@@ -605,12 +720,102 @@ def table(results: dict[str, Any], lists: dict[str, Any]) -> str:
             _n(idle.get("kb_per_session"), digits=1), _n(peak / 1024 if peak else None, digits=1),
             str(f["errors"]), str(f["mismatched"])))
     for name, f in lists.items():
+        if "error" in f:
+            notes[name] = "failed: " + f["error"][:160]
+            rows.append((name, *[""] * 12))
+            continue
         rows.append((name, _n(f.get("p50_ms")), "", _n(f.get("p99_ms")), "", "", "", "", "",
                      f"tools {f.get('tools')}", "", str(f.get("errors", "")), ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = [("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() if row[0] not in notes
+              else row[0].ljust(widths[0]) + "  " + notes[row[0]]) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ ratios
+
+GATEWAY = "mcpgw-http-stdio"  # the mcpgw target held against the peers (the same setup as theirs)
+IDLE_SESSION_GOAL_KB = 50.0
+
+
+def ratios(results: dict[str, Any], lists: dict[str, Any]) -> dict[str, Any]:
+    """The issue's comparison: ``mcpgw-http-stdio`` against the best peer (the lowest added p50
+    among the peers measured without an error or a mismatch: a fast peer that mixes sessions up
+    is not a standard to meet), each figure with its goal, met or missed; and against every clean
+    peer (``by_peer``), since the best by latency need not be the best at everything."""
+    mine = results.get(GATEWAY)
+    measured = {name: f for name, f in results.items() if f.get("peer") and "sequential" in f}
+    if not mine or "sequential" not in mine or not measured:
+        return {}
+    clean = {name: f for name, f in measured.items()
+             if f["errors"] == 0 and f["mismatched"] == 0 and f.get("added_p50_ms") is not None}
+    out: dict[str, Any] = {"gateway": GATEWAY, "best_peer": None,
+                           "rule": "best peer: the lowest added p50 among the peers with no errors and no mismatches",
+                           "left_out": sorted(set(measured) - set(clean))}
+    if not clean:
+        return out
+    best = min(clean, key=lambda name: clean[name]["added_p50_ms"])
+    out["best_peer"] = best
+    out["checks"] = _checks(mine, clean[best], lists)
+    out["by_peer"] = {name: _checks(mine, f, lists) for name, f in clean.items()}
+    return out
+
+
+def _checks(mine: dict[str, Any], peer: dict[str, Any], lists: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = [
+        _ratio("added p50", "ms", mine.get("added_p50_ms"), peer.get("added_p50_ms"), 0.5),
+        _ratio("p99", "ms", mine["sequential"].get("p99_ms"), peer["sequential"].get("p99_ms"), 1.0),
+        _ratio("calls/s, 16 sessions", "/s", mine["throughput_16"].get("calls_per_s"),
+               peer["throughput_16"].get("calls_per_s"), 1.2, at_most=False),
+        _ratio("calls/s, 64 sessions", "/s", mine["throughput_64"].get("calls_per_s"),
+               peer["throughput_64"].get("calls_per_s"), 1.2, at_most=False),
+        _ratio("proxy CPU per call", "ms", mine.get("cpu_ms_per_call", {}).get("front"),
+               peer.get("cpu_ms_per_call", {}).get("front"), 0.5),
+    ]
+    kb = mine.get("idle_sessions", {}).get("kb_per_session")
+    checks.append({"what": f"memory per idle session ({mine.get('idle_sessions', {}).get('sessions')} sessions)",
+                   "unit": "KB", "mcpgw": kb, "peer": peer.get("idle_sessions", {}).get("kb_per_session"),
+                   "ratio": None, "goal": f"<= {IDLE_SESSION_GOAL_KB:.0f} KB",
+                   "met": None if kb is None else kb <= IDLE_SESSION_GOAL_KB})
+    theirs = next((f for f in lists.values() if f.get("peer") == peer["peer"] and "p50_ms" in f), None)
+    ours = next((f for name, f in lists.items() if name.startswith("list-mcpgw-") and theirs
+                 and f.get("expected_tools") == theirs.get("expected_tools")), None)
+    if theirs and ours:
+        checks.append(_ratio(f"tools/list of {theirs['expected_tools']} tools, p50", "ms", ours.get("p50_ms"),
+                             theirs.get("p50_ms"), 0.5))
+        checks[-1]["peer_setup"] = theirs["label"]
+    return checks
+
+
+def _ratio(what: str, unit: str, mine: float | None, theirs: float | None, goal: float, at_most: bool = True
+           ) -> dict[str, Any]:
+    """mcpgw's figure over the peer's, against a goal (``at_most``: lower is better). No ratio when
+    the peer's figure is missing or not positive (an added latency at or under the floor's)."""
+    ratio = mine / theirs if mine is not None and theirs is not None and theirs > 0 else None
+    met = None if ratio is None else (ratio <= goal if at_most else ratio >= goal)
+    return {"what": what, "unit": unit, "mcpgw": mine, "peer": theirs,
+            "ratio": None if ratio is None else round(ratio, 3), "goal": f"{'<=' if at_most else '>='} {goal}x",
+            "met": met}
+
+
+def render_ratios(found: dict[str, Any]) -> str:
+    if not found.get("best_peer"):
+        return (f"{found['gateway']} against the peers: no peer was measured without errors "
+                f"({', '.join(found['left_out']) or 'none measured'}), so no ratios")
+    head = (f"{found['gateway']} against the best peer, {found['best_peer']} ({found['rule']}"
+            + (f"; left out: {', '.join(found['left_out'])}" if found["left_out"] else "") + "):")
+    rows = [("", "mcpgw", "peer", "ratio", "goal", "")]
+    for check in found["checks"]:
+        digits = 0 if check["unit"] == "/s" else 1 if check["unit"] == "KB" else 3
+        rows.append((check["what"], _n(check["mcpgw"], digits=digits) + " " + check["unit"],
+                     _n(check["peer"], digits=digits) + " " + check["unit"],
+                     "-" if check["ratio"] is None else f"{check['ratio']:.2f}x", check["goal"],
+                     {True: "met", False: "MISSED", None: "n/a"}[check["met"]]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    notes = [f"  (peer's tools/list: {check['peer_setup']})" for check in found["checks"] if "peer_setup" in check]
+    return "\n".join([head, *lines, *notes])
 
 
 def _n(value: Any, sign: str = "", digits: int = 3) -> str:
@@ -634,8 +839,17 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "mcp": version("mcp"), "mcpgw": version("mcpgw")}
 
 
-def chart(results: dict[str, Any], path: Path) -> bool:
-    """A PNG of latency and throughput, when matplotlib is installed (it is not a dependency)."""
+CHART_COLORS = {"floor": ("#9e9e9e", "#d0d0d0"), "mcpgw": ("#1f5fa8", "#8fb4e0"), "peer": ("#d9731a", "#f3bf8e")}
+
+
+def _kind(name: str, figures: dict[str, Any]) -> str:
+    return "peer" if figures.get("peer") else "floor" if not figures.get("proxy") else "mcpgw"
+
+
+def chart(results: dict[str, Any], path: Path, machine_info: dict[str, Any] | None = None) -> bool:
+    """A PNG (1200 x 700) of what the table says first: the latency each proxy adds to its floor
+    (p50, p99) and calls/s with 16 and 64 sessions, mcpgw and the peers in their own colours.
+    Only when matplotlib is installed (``pip install matplotlib``; it is not a dependency)."""
     try:
         import matplotlib
 
@@ -644,20 +858,47 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     names = [name for name, f in results.items() if "sequential" in f]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    left.barh(names, [results[n]["sequential"].get("p50_ms", 0) for n in names], label="p50")
-    left.barh(names, [results[n]["sequential"].get("p99_ms", 0) for n in names], alpha=0.3, label="p99")
-    left.set_xlabel("sequential tools/call, ms")
-    left.legend()
-    for sessions, alpha in ((16, 1.0), (64, 0.5)):
-        right.barh(names, [results[n][f"throughput_{sessions}"].get("calls_per_s", 0) for n in names], alpha=alpha,
-                   label=f"{sessions} sessions")
-    right.set_xlabel("calls/s")
-    right.legend()
+    added = [name for name in names if results[name].get("added_p50_ms") is not None]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 7), dpi=100)
+    latency = [[results[n]["added_p50_ms"] for n in added], [results[n].get("added_p99_ms", 0) for n in added]]
+    _bars(left, added, latency, ["p50", "p99"], [_kind(n, results[n]) for n in added], "{:.2f}")
+    left.set_xlabel("latency added to the floor, sequential tools/call (ms; lower is better)")
+    _bars(right, names, [[results[n][f"throughput_{k}"].get("calls_per_s", 0) for n in names] for k in (16, 64)],
+          ["16 sessions", "64 sessions"], [_kind(n, results[n]) for n in names], "{:.0f}")
+    right.set_xlabel("tools/call per second (higher is better)")
+    title = "mcpgw and its peers in front of the same upstream"
+    if machine_info:
+        title += (f" ({machine_info.get('cpus')} CPUs, {str(machine_info.get('date', ''))[:10]}, "
+                  f"mcpgw {machine_info.get('mcpgw')})")
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
+
+
+def _bars(axis: Any, names: list[str], series: list[list[float]], labels: list[str], kinds: list[str],
+          fmt: str) -> None:
+    """Grouped horizontal bars, one group per target (first target on top), values written at their ends."""
+    height = 0.8 / len(series)
+    for i, (values, label) in enumerate(zip(series, labels)):
+        ys = [row + i * height for row in range(len(names))]
+        colors = [CHART_COLORS[kind][min(i, 1)] for kind in kinds]
+        bars = axis.barh(ys, values, height=height, color=colors, label=label)
+        axis.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
+    axis.set_yticks([row + height * (len(series) - 1) / 2 for row in range(len(names))], names)
+    axis.invert_yaxis()
+    axis.margins(x=0.15)
+    axis.grid(axis="x", alpha=0.3)
+    handles = [matplotlib_patch(CHART_COLORS[kind][i], f"{kind}, {label}")
+               for kind in ("floor", "mcpgw", "peer") if kind in kinds for i, label in enumerate(labels)]
+    axis.legend(handles=handles, fontsize=8, loc="best")
+
+
+def matplotlib_patch(color: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(color=color, label=label)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -670,32 +911,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     assert task is not None
     for signum in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: every `finally` stops its processes
         asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+    chosen = choose(args)
+    with_lists = not args.only or "lists" in args.only
+    installed = await prepare_peers(wanted_peers(args, chosen, with_lists))
+    started = time.perf_counter()  # the measuring, an install excluded
+    ready = frozenset(name for name, peer in installed.items() if "error" not in peer)
     workdir = Path(tempfile.mkdtemp(prefix="mcpgw-bench-"))
     bench = Bench(workdir, settings, args.mcpgw, args.out.parent if args.profile else None)
     results: dict[str, Any] = {}
     lists: dict[str, Any] = {}
-    started = time.perf_counter()
-    chosen = [target for target in targets() if not args.only or target.name in args.only]
-    chosen += [target for target in extra_targets() if args.only and target.name in args.only]
-    with_lists = not args.only or "lists" in args.only
-    failures = (RuntimeError, TimeoutError, OSError, load.Failure, KeyError, asyncio.TimeoutError)
 
     async def one(target: Target) -> None:
         began = time.perf_counter()
+        if target.peer and target.peer not in ready:
+            results[target.name] = failed(target.label, f"not installed: {installed[target.peer]['error']}",
+                                          target.peer)
+            return
         try:
             results[target.name] = await measure_target(bench, target, args.client)
-        except failures as exc:
-            results[target.name] = {"label": target.label, "error": f"{type(exc).__name__}: {exc}", "errors": 1,
-                                    "mismatched": 0}
+        except FAILURES as exc:
+            results[target.name] = failed(target.label, f"{type(exc).__name__}: {exc}", target.peer)
         print(f"{target.name}: {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
 
     async def listing() -> None:
         nonlocal lists
         began = time.perf_counter()
         try:
-            lists = await measure_lists(bench, args.client)
-        except failures as exc:
-            lists = {"lists": {"error": f"{type(exc).__name__}: {exc}", "errors": 1}}
+            lists = await measure_lists(bench, args.client, ready)
+        except FAILURES as exc:
+            lists = {"lists": failed("tools/list", f"{type(exc).__name__}: {exc}")}
+        for name in sorted(set(installed) - ready):
+            lists[f"list-{name}"] = failed(f"{name}, tools/list", f"not installed: {installed[name]['error']}", name)
         print(f"tools/list: {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
 
     jobs = [one(target) for target in chosen] + ([listing()] if with_lists else [])
@@ -721,7 +967,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     compare(results)
     return {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
                                                                    "mcpgw": args.mcpgw},
-            "elapsed_s": round(time.perf_counter() - started, 1), "targets": results, "tools_list": lists}
+            "elapsed_s": round(time.perf_counter() - started, 1), "peers": installed, "targets": results,
+            "tools_list": lists, "ratios": ratios(results, lists)}
+
+
+def failed(label: str, error: str, peer: str | None = None) -> dict[str, Any]:
+    """The entry of a target (or tools/list scenario) that could not be measured."""
+    return {"label": label, **({"peer": peer} if peer else {}), "error": error, "errors": 1, "mismatched": 0}
+
+
+def choose(args: argparse.Namespace) -> list[Target]:
+    """This run's targets: the standard ones, or those named in ``--only`` (extra targets included).
+    Peers are left out by ``--no-peers``, and by ``--quick`` unless named: installing them takes
+    a network and a minute, a quick run takes seconds."""
+    if args.only:
+        chosen = [target for target in targets() + extra_targets() if target.name in args.only]
+    else:
+        chosen = [target for target in targets() if not (target.peer and args.quick)]
+    return [target for target in chosen if not (target.peer and args.no_peers)]
+
+
+def wanted_peers(args: argparse.Namespace, chosen: list[Target], with_lists: bool) -> list[str]:
+    """The peers this run needs installed: those of the chosen targets, and all of them for the
+    tools/list part of a full run."""
+    if args.no_peers:
+        return []
+    names = {target.peer for target in chosen if target.peer}
+    if with_lists and not args.quick:
+        names |= set(peers.PEERS)
+    return [name for name in peers.PEERS if name in names]
+
+
+async def prepare_peers(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each peer's venv, made when missing (before anything is measured, so an install is not timed):
+    per peer its requirement and the versions installed, or why it could not be had (the run then
+    goes on without it)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        peer = peers.PEERS[name]
+        entry: dict[str, Any] = {"requirement": peer.requirement, "venv": str(peer.venv)}
+        if not peer.ready():
+            print(f"peer {name}: installing {peer.requirement} into {peer.venv} ...", file=sys.stderr, flush=True)
+        try:
+            entry["versions"] = await peers.ensure(peer)
+        except (RuntimeError, OSError, ValueError, asyncio.TimeoutError) as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            print(f"peer {name}: left out: {entry['error']}", file=sys.stderr, flush=True)
+        out[name] = entry
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -736,6 +1029,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the proxies during the 64-session phase (profile-TARGET.txt beside --out)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path on stderr)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave the peers out (else their venvs under bench/.venvs are made when missing)")
+    parser.add_argument("--chart-to", type=Path, default=None,
+                        help="write the chart there too (e.g. docs/img/benchmarks.png; needs matplotlib)")
     args = parser.parse_args(argv)
     if os.sep in args.mcpgw:  # the processes run in a work directory of their own
         args.mcpgw = str(Path(args.mcpgw).resolve())
@@ -749,16 +1046,31 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report["targets"], report["tools_list"]))
+    if report["ratios"]:
+        print("\n" + render_ratios(report["ratios"]))
     print(f"\n{report['machine']['cpus']} CPUs ({report['machine']['cpu_model']}), {report['elapsed_s']} s; "
           f"JSON: {out}")
+    write_charts(report, [out.with_suffix(".png"), *([args.chart_to] if args.chart_to else [])])
+    return 1 if problems(report) else 0
+
+
+def problems(report: dict[str, Any]) -> int:
+    """Errors and mismatches that fail the run: the floors' and mcpgw's. A peer's are reported in
+    the table and the JSON only: a peer misbehaving is a finding about the peer, not a broken run."""
+    entries = [*report["targets"].values(), *report["tools_list"].values()]
+    return sum(f.get("errors", 0) + f.get("mismatched", 0) for f in entries if not f.get("peer"))
+
+
+def write_charts(report: dict[str, Any], paths: list[Path]) -> None:
     try:
-        if chart(report["targets"], out.with_suffix(".png")):
-            print(f"chart: {out.with_suffix('.png')}")
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not chart(report["targets"], path, report["machine"]):
+                print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+                return
+            print(f"chart: {path}")
     except Exception as exc:  # noqa: BLE001 - an optional extra: the figures are already written
         print(f"no chart: {type(exc).__name__}: {exc}", file=sys.stderr)
-    problems = sum(f.get("errors", 0) + f.get("mismatched", 0) for f in
-                   [*report["targets"].values(), *report["tools_list"].values()])
-    return 1 if problems else 0
 
 
 if __name__ == "__main__":

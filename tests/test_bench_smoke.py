@@ -39,6 +39,7 @@ def test_proxy_benchmark_quick_run_checks_every_reply(tmp_path: Path) -> None:
     assert len(lists) == 2 and all(f["errors"] == 0 and f["ok"] > 0 for f in lists.values()), lists
     assert lists["list-mcpgw-3x5"]["tools"] == [15]
     assert "mcpgw-http-stdio" in run.stdout  # the table was printed
+    assert report["peers"] == {} and report["ratios"] == {}  # --quick neither installs nor runs the peers
 
 
 def test_load_client_catches_a_reply_meant_for_another_session() -> None:
@@ -70,3 +71,89 @@ def test_load_client_catches_a_reply_meant_for_another_session() -> None:
 
     figures = asyncio.run(load.sequential(opener, "echo", 5, warmup=0))  # type: ignore[arg-type]
     assert (figures["ok"], figures["mismatched"], figures["errors"]) == (0, 5, 0)
+
+
+def _bench_run():
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench import run
+
+    return run
+
+
+def test_peers_are_in_a_full_run_only() -> None:
+    """A full run has the peers (and installs what it needs for them); --quick and --no-peers do not."""
+    run = _bench_run()
+
+    def plan(*argv: str) -> tuple[list[str], list[str]]:
+        args = run.argparse.Namespace(only=None, quick=False, no_peers=False)
+        for flag in argv:
+            setattr(args, flag, True)
+        chosen = run.choose(args)
+        return [t.name for t in chosen if t.peer], run.wanted_peers(args, chosen, with_lists=True)
+
+    assert plan() == (["mcp-proxy-http-stdio", "fastmcp-http-stdio"], ["mcp-proxy", "fastmcp"])
+    assert plan("quick") == ([], [])
+    assert plan("no_peers") == ([], [])
+
+
+def test_a_peer_that_cannot_be_installed_is_reported_and_does_not_fail_the_run(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    run = _bench_run()
+
+    async def no_network(peer):
+        raise RuntimeError("pip: no network")
+
+    monkeypatch.setattr(run.peers, "ensure", no_network)
+    out = tmp_path / "proxy.json"
+    code = run.main(["--quick", "--only", "floor-http", "mcp-proxy-http-stdio", "--idle-sessions", "5",
+                     "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0, report
+    assert report["peers"]["mcp-proxy"]["error"] == "RuntimeError: pip: no network"
+    assert report["targets"]["mcp-proxy-http-stdio"]["error"] == "not installed: RuntimeError: pip: no network"
+    assert report["targets"]["floor-http"]["errors"] == 0
+    assert "failed: not installed: RuntimeError: pip: no network" in capsys.readouterr().out
+
+
+def _figures(added_p50: float, calls: float, cpu: float, errors: int = 0, mismatched: int = 0,
+             peer: str | None = None) -> dict:
+    figures = {"proxy": True, "errors": errors, "mismatched": mismatched, "added_p50_ms": added_p50,
+               "sequential": {"p99_ms": added_p50 + 1}, "throughput_16": {"calls_per_s": calls},
+               "throughput_64": {"calls_per_s": calls}, "cpu_ms_per_call": {"front": cpu},
+               "idle_sessions": {"sessions": 1000, "kb_per_session": 30.0}}
+    return {**figures, "peer": peer} if peer else figures
+
+
+def test_peer_errors_are_reported_but_only_mcpgw_and_floors_fail_the_run() -> None:
+    run = _bench_run()
+    report = {"targets": {"mcp-proxy-http-stdio": _figures(1, 100, 1, errors=3, mismatched=2, peer="mcp-proxy")},
+              "tools_list": {"list-mcp-proxy-1x1000": {"peer": "mcp-proxy", "errors": 1}}}
+    assert run.problems(report) == 0
+    report["targets"]["mcpgw-http-stdio"] = _figures(1, 100, 1, mismatched=1)
+    assert run.problems(report) == 1
+
+
+def test_ratios_hold_mcpgw_against_the_fastest_peer_without_errors() -> None:
+    run = _bench_run()
+    results = {
+        "mcpgw-http-stdio": _figures(1.0, 600, 0.4),
+        "fast-but-mixing": _figures(0.1, 900, 0.1, mismatched=1, peer="a"),  # never the standard to meet
+        "mcp-proxy-http-stdio": _figures(2.0, 500, 1.0, peer="mcp-proxy"),
+        "fastmcp-http-stdio": _figures(4.0, 200, 5.0, peer="fastmcp"),
+    }
+    lists = {"list-mcpgw-20x50": {"p50_ms": 10.0, "expected_tools": 1000},
+             "list-mcp-proxy-1x1000": {"peer": "mcp-proxy", "p50_ms": 30.0, "expected_tools": 1000, "label": "x"}}
+    found = run.ratios(results, lists)
+    assert found["best_peer"] == "mcp-proxy-http-stdio" and found["left_out"] == ["fast-but-mixing"]
+    verdicts = {check["what"].split(" (")[0]: (check["ratio"], check["met"]) for check in found["checks"]}
+    assert verdicts["added p50"] == (0.5, True)
+    assert verdicts["calls/s, 16 sessions"] == (1.2, True)
+    assert verdicts["proxy CPU per call"] == (0.4, True)
+    assert verdicts["p99"] == (round(2 / 3, 3), True)
+    assert verdicts["memory per idle session"] == (None, True)
+    assert verdicts["tools/list of 1000 tools, p50"] == (round(1 / 3, 3), True)
+    assert set(found["by_peer"]) == {"mcp-proxy-http-stdio", "fastmcp-http-stdio"}
+    assert "MISSED" not in run.render_ratios(found)
+    results["mcpgw-http-stdio"]["cpu_ms_per_call"]["front"] = 0.8
+    assert "MISSED" in run.render_ratios(run.ratios(results, lists))
