@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Iterator
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import uvicorn
-from mcp.server.stdio import stdio_server
 
 from gateway.config.model import GatewayConfig
 from gateway.http import build_app, status_app
@@ -29,6 +23,7 @@ from gateway.runtime import Gateway
 from gateway.config.loader import LoadResult
 from gateway.sources.file import watch_config
 from gateway.sources.remote import RemoteSources
+from gateway.stdio_front import StdinLines, StdioFront
 
 log = logging.getLogger("mcpgw")
 BACKLOG = 2048
@@ -66,7 +61,7 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
         if transport == "stdio":
             if config.observability.status_port:
                 tg.start_soon(_serve_status, gateway, reloader, config.observability.status_port)
-            stdin = _StdinLines()
+            stdin = StdinLines()
 
             async def graceful() -> None:
                 await gateway.drain(config.gateway.drain_timeout)
@@ -81,51 +76,13 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
         tg.cancel_scope.cancel()
 
 
-async def _serve_stdio(gateway: Gateway, stdin: "_StdinLines") -> None:
+async def _serve_stdio(gateway: Gateway, stdin: StdinLines) -> None:
     server = build_server(gateway)
-    async with stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
+    front = StdioFront(stdin)
+    async with front.streams() as (read, write):
         await server.run(read, write, server.create_initialization_options())
-    log.info("input closed; stopping")
-
-
-class _StdinLines:
-    """stdin as async lines, read by a daemon thread of our own.
-
-    The SDK's default reader uses a worker thread that a cancelled task waits for (and that the
-    interpreter joins at exit), and a thread blocked in ``read()`` cannot be interrupted: a gateway
-    told to stop while its client keeps stdin open would never exit. A daemon thread is simply
-    left behind.
-    """
-
-    def __init__(self) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[str](16)
-
-    def close(self) -> None:
-        """End the input now, as if the client had closed stdin."""
-        self._send.close()
-
-    def __aiter__(self) -> Any:
-        token = anyio.lowlevel.current_token()
-        threading.Thread(target=self._pump, args=(token,), name="stdin", daemon=True).start()
-        return self._receive
-
-    def _pump(self, token: Any) -> None:
-        """Raw reads of a duplicate of fd 0: no lock shared with ``sys.stdin``, which the interpreter
-        still finalizes at exit while this thread may be blocked in ``read()``."""
-        fd = os.dup(sys.stdin.fileno())
-        pending = b""
-        try:
-            while chunk := os.read(fd, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    anyio.from_thread.run(self._send.send, line.decode("utf-8", "replace") + "\n", token=token)
-            if pending:
-                anyio.from_thread.run(self._send.send, pending.decode("utf-8", "replace"), token=token)
-            anyio.from_thread.run_sync(self._send.close, token=token)
-        except (RuntimeError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the gateway is stopping: nobody is reading any more
-        finally:
-            os.close(fd)
+    if not front.output_lost:
+        log.info("input closed; stopping")
 
 
 async def _serve_http(gateway: Gateway, reloader: Reloader, options: ServeOptions, tg: anyio.abc.TaskGroup) -> None:
