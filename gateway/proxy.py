@@ -2,9 +2,10 @@
 
 One low-level SDK ``Server`` per endpoint. Every handler reads the gateway's current snapshot once,
 at the start, and uses only that snapshot until it answers. Lists are answered from results the
-table prepared when it was built. A failure of one upstream becomes an error that names that
-server: a tool result with ``isError`` for ``tools/call`` (so the model reads why), a JSON-RPC error
-for the other methods. Errors the upstream itself returned pass through unchanged.
+table prepared when it was built, in wire form (``gateway.prepared``). A failure of one upstream
+becomes an error that names that server: a tool result with ``isError`` for ``tools/call`` (so the
+model reads why), a JSON-RPC error for the other methods. Errors the upstream itself returned pass
+through unchanged.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
+from opentelemetry import trace
 
 from gateway import __version__
 from gateway.calls import CallRecord
 from gateway.caller import Caller, connection_of
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.forwarding import forward, interactive
+from gateway.prepared import Answer, AnswerMiddleware, PreparedLists
 from gateway.routing import Route
 from gateway.runtime import ROOT, Gateway, Snapshot
 
@@ -59,6 +62,7 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
         on_read_resource=handlers.read_resource,
         on_completion=handlers.complete,
         on_subscriptions_listen=handlers.listen,
+        get_tool_input_schema=handlers.tool_input_schema,
     )
     # Registered here rather than as constructor arguments, which warn: these methods are
     # deprecated on the 2026-07-28 wire, but handshake-era clients still use them.
@@ -67,7 +71,20 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, handlers.set_level)
     server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams,
                                     handlers.roots_changed)
+    if not _tracing():
+        # The SDK opens an OpenTelemetry span for every message (about 7 us each), which goes
+        # nowhere until a tracer provider is installed: the gateway installs none, but
+        # ``opentelemetry-instrument mcpgw serve`` would, and then the span stays.
+        server.middleware = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
+    # Innermost, so other middleware (the SDK's span, when tracing) sees a list answered normally.
+    server.middleware.append(AnswerMiddleware(server.server_info_stamp))
     return server
+
+
+def _tracing() -> bool:
+    """Whether an OpenTelemetry tracer provider is installed (spans would be recorded)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 class _Handlers:
@@ -83,24 +100,34 @@ class _Handlers:
         return CallRecord(self.gateway, method, ctx)
 
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        with self._record("tools/list", ctx) as record:
-            await record.admit()
-            return self._snapshot(ctx).table(self.endpoint).list_tools
+        return self._listed("tools/list", ctx, await self._list("tools/list", ctx))
 
     async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
-        with self._record("prompts/list", ctx) as record:
-            await record.admit()
-            return self._snapshot(ctx).table(self.endpoint).list_prompts
+        return self._listed("prompts/list", ctx, await self._list("prompts/list", ctx))
 
     async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        with self._record("resources/list", ctx) as record:
-            await record.admit()
-            return self._snapshot(ctx).table(self.endpoint).list_resources
+        return self._listed("resources/list", ctx, await self._list("resources/list", ctx))
 
     async def list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        with self._record("resources/templates/list", ctx) as record:
+        return self._listed("resources/templates/list", ctx, await self._list("resources/templates/list", ctx))
+
+    async def _list(self, method: str, ctx: Any) -> PreparedLists:
+        with self._record(method, ctx) as record:
             await record.admit()
-            return self._snapshot(ctx).table(self.endpoint).list_resource_templates
+            return self._snapshot(ctx).table(self.endpoint).prepared
+
+    @staticmethod
+    def _listed(method: str, ctx: Any, prepared: PreparedLists) -> Any:
+        """The table's list in wire form, made once per table and protocol version (the SDK would
+        shape it afresh for every request); raised for ``AnswerMiddleware`` to return as is."""
+        raise Answer(prepared.wire(method, ctx.protocol_version))
+
+    def tool_input_schema(self, name: str) -> Any:
+        """The ``inputSchema`` of an exposed tool, from the routing table. The SDK checks a
+        2026-07-28 HTTP call's ``Mcp-Param-*`` headers against it; without this it would run a whole
+        ``tools/list`` through the handler (its metrics and rate limits included) for every call."""
+        route = self.gateway.current.table(self.endpoint).tools.get(name)
+        return route.definition.input_schema if route is not None and route.definition is not None else None
 
     def _check_arguments(self, snap: Snapshot, route: Route, params: types.CallToolRequestParams,
                          record: CallRecord) -> None:

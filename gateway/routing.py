@@ -4,7 +4,8 @@ The table is a pure function of the config and of what each upstream listed
 (:func:`build_routing_table`). It is immutable, so a request handler reads one table from start to
 finish while a reload or a reconnect builds the next one beside it and swaps a single reference:
 no locks, and no request ever sees half a reload. The list results clients ask for are built here,
-once, so ``tools/list`` costs nothing however often clients poll it.
+once, so ``tools/list`` costs nothing however often clients poll it; their wire form too, once per
+protocol version (:mod:`gateway.prepared`).
 
 Naming follows DESIGN.md §3: tools and prompts appear as ``<prefix><separator><name>`` (made valid
 by :func:`gateway.names.expose_name`), resources and resource templates keep their URIs. When two
@@ -27,6 +28,7 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from gateway.config.model import NamingConfig, ServerConfig
 from gateway.names import expose_name, join_name, matches
+from gateway.prepared import PreparedLists
 
 __all__ = ["Catalog", "Route", "Collision", "RoutingTable", "build_routing_table"]
 
@@ -86,11 +88,16 @@ class RoutingTable:
     collisions: tuple[Collision, ...] = ()
     renamed: tuple[tuple[str, str, str], ...] = ()
     _matchers: tuple[Optional[UriTemplate], ...] = field(init=False, repr=False, compare=False)
+    prepared: PreparedLists = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Parsed once here rather than per resources/read; a template the SDK cannot parse gets None
         # and is never matched (it is still listed, and still found by template_route).
         object.__setattr__(self, "_matchers", tuple(_parse_template(t) for t, _ in self.templates))
+        # The list results in wire form belong to this table: a new table starts afresh.
+        object.__setattr__(self, "prepared", PreparedLists({
+            "tools/list": self.list_tools, "prompts/list": self.list_prompts,
+            "resources/list": self.list_resources, "resources/templates/list": self.list_resource_templates}))
 
     @classmethod
     def empty(cls) -> "RoutingTable":
