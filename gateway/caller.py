@@ -32,7 +32,7 @@ class ClientCannotAnswer(Exception):
 class Caller:
     """One downstream request, as seen by the upstream request that serves it."""
 
-    __slots__ = ("__weakref__", "_level", "connection", "ctx", "endpoint", "modern", "parked")
+    __slots__ = ("__weakref__", "_capabilities", "_level", "connection", "ctx", "endpoint", "modern", "parked")
 
     def __init__(self, ctx: Any, endpoint: str, connection_level: str | None = None) -> None:
         self.ctx = ctx
@@ -41,6 +41,7 @@ class Caller:
         self.connection = connection_of(ctx)
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         self.parked: Any = None  # a ParkedCall: questions become an input-required result (parked.py)
+        self._capabilities: dict[str, Any] | None = None
         meta = ctx.meta or {}
         self._level = meta.get(LOG_LEVEL_META_KEY) if self.modern else (connection_level or "debug")
 
@@ -64,9 +65,15 @@ class Caller:
         return wanted is not None and level in LOG_LEVELS and LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted)
 
     def capabilities(self) -> dict[str, Any]:
-        """The client's declared capabilities, as on the wire."""
-        declared = self.ctx.session.client_capabilities
-        return declared.model_dump(by_alias=True, mode="json", exclude_none=True) if declared is not None else {}
+        """The client's declared capabilities, as on the wire (shared: not to be changed).
+
+        Every request to a 2026-07-28 upstream carries them, so the dump is made once per declared
+        object: once per handshake-era session, and for a 2026-07-28 client, which declares them
+        with each request, once per request."""
+        if self._capabilities is None:
+            declared = self.ctx.session.client_capabilities
+            self._capabilities = {} if declared is None else _dumped(declared, keep=not self.modern)
+        return self._capabilities
 
     def has_capability(self, method: str) -> bool:
         capabilities = self.ctx.session.client_capabilities
@@ -114,6 +121,24 @@ class Caller:
     async def notify(self, notification: Any) -> None:
         """A notification about this request, on its channel."""
         await self.ctx.session.send_notification(notification, related_request_id=self.ctx.request_id)
+
+
+# id(capabilities object) -> (the object, its wire dump), for the capabilities of handshake-era
+# sessions (each declares one object for its lifetime). Bounded: the oldest entries go first.
+_DUMPED: dict[int, tuple[Any, dict[str, Any]]] = {}
+_DUMPED_MAX = 1024
+
+
+def _dumped(capabilities: Any, keep: bool) -> dict[str, Any]:
+    kept = _DUMPED.get(id(capabilities))
+    if kept is not None and kept[0] is capabilities:
+        return kept[1]
+    dump = capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if keep:
+        if len(_DUMPED) >= _DUMPED_MAX:
+            del _DUMPED[next(iter(_DUMPED))]
+        _DUMPED[id(capabilities)] = (capabilities, dump)
+    return dump
 
 
 def _result_type(request: Any) -> type[Any]:

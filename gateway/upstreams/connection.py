@@ -34,26 +34,59 @@ class Streams:
 
 @asynccontextmanager
 async def watched(opener: Any, on_eof: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
-    """The transport's streams, with the read side relayed so that its end (EOF) calls ``on_eof``."""
+    """The transport's streams, the read side watched so that its end (EOF, or the session closing
+    it) calls ``on_eof``."""
     async with opener as (read, write):
-        send, receive = anyio.create_memory_object_stream[Any](0)
+        yield _Watched(read, on_eof), _Outgoing(write)
 
-        async def relay() -> None:
-            try:
-                async with send:
-                    async for item in read:
-                        await send.send(item)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-            finally:
-                on_eof()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(relay)
-            try:
-                yield receive, _Outgoing(write)
-            finally:
-                tg.cancel_scope.cancel()
+class _Watched:
+    """The read side of an upstream transport, seen through as the session reads it: when it ends
+    (EOF, closed or broken) or is closed, ``on_eof`` is called, once. A wrapper rather than a relay
+    task, which cost every message from the upstream a hop through one more stream and task."""
+
+    def __init__(self, stream: Any, on_eof: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_eof: Callable[[], None] | None = on_eof
+
+    def _ended(self) -> None:
+        on_eof, self._on_eof = self._on_eof, None
+        if on_eof is not None:
+            on_eof()
+
+    async def receive(self) -> Any:
+        try:
+            return await self._stream.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._ended()
+            raise
+
+    def __aiter__(self) -> "_Watched":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise StopAsyncIteration from None  # as the relay this replaces ended: quietly
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._ended()
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._ended()
+
+    async def __aenter__(self) -> "_Watched":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
 
 async def list_catalog(client: Client) -> Catalog:
