@@ -107,6 +107,18 @@ def _check(path: Path, connect: bool = False) -> dict:
     return report
 
 
+def _loop_options() -> dict[str, bool]:
+    """uvloop where it is installed (Linux and macOS: a dependency there): the event loop is a
+    sixth of the gateway's CPU per call on the standard one. ``MCPGW_UVLOOP=0`` opts out."""
+    if os.environ.get("MCPGW_UVLOOP", "1") == "0":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
 def _summary(result: LoadResult) -> str:
     errors = sum(p.is_error for p in result.problems)
     warnings = len(result.problems) - errors
@@ -226,7 +238,7 @@ def serve(
     configure_logging(observability.log.level, log_format.value if log_format else observability.log.format)
     options = ServeOptions(transport.value if transport else None, host, port, stateless, watch)
     try:
-        anyio.run(run_gateway, config, loaded.config, options, load)
+        anyio.run(run_gateway, config, loaded.config, options, load, backend_options=_loop_options())
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -24,7 +24,7 @@ streams (standalone and replays) are long-lived and keep ``EventSourceResponse``
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any, Awaitable, Callable
 
 import anyio
@@ -170,17 +170,20 @@ def _is_priming(event: dict[str, Any]) -> bool:
     return event.get("data") == "" and "event" not in event
 
 
+_RESULT = re.compile(r'\{"jsonrpc":"2\.0","id":(?:-?\d+|"(?:[^"\\]|\\.)*"),"result":')
+
+
 def _is_result(event: dict[str, Any]) -> bool:
     """A JSON-RPC result (what ends a POST's stream), not an error, a notification or a request.
+    Read off the front of the SDK's own serialisation (fields in model order: ``jsonrpc``, ``id``,
+    then ``result``), never by parsing it whole: a 5,000-tool list is megabytes. Anything shaped
+    otherwise is streamed, which is always correct.
 
     Errors keep the stream: the SDK's Python client (2.3) reads a JSON answer without expecting
     its session to be closing, and a client that cancels a call and closes at once receives the
     cancelled call's error while it closes; over SSE it drops it quietly, as JSON it crashes."""
-    try:
-        message = json.loads(event.get("data") or "null")
-    except ValueError:
-        return False
-    return isinstance(message, dict) and "result" in message and "method" not in message
+    data = event.get("data")
+    return isinstance(data, str) and _RESULT.match(data) is not None
 
 
 async def _ends(content: MemoryObjectReceiveStream[Any]) -> bool:

@@ -35,6 +35,24 @@ def test_events_are_encoded_as_the_sdk_shapes_them() -> None:
     assert sse.encode({"data": "two\nlines"}) == b"data: two\r\ndata: lines\r\n\r\n"
 
 
+def test_a_result_is_told_from_the_front_of_the_sdks_own_serialisation() -> None:
+    """The SDK writes events with ``model_dump_json(by_alias=True, exclude_unset=True)``; the
+    answer is read off its front, so this fails if the SDK ever orders the fields otherwise."""
+    import mcp_types as types
+
+    def event(message: Any) -> dict[str, Any]:
+        return {"event": "message", "data": message.model_dump_json(by_alias=True, exclude_unset=True)}
+
+    results = [types.JSONRPCResponse(jsonrpc="2.0", id=7, result={"content": []}),
+               types.JSONRPCResponse(jsonrpc="2.0", id='a"b', result={})]
+    others = [types.JSONRPCError(jsonrpc="2.0", id=7, error=types.ErrorData(code=-1, message="no")),
+              types.JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"x": 1}),
+              types.JSONRPCRequest(jsonrpc="2.0", id=3, method="sampling/createMessage", params={})]
+    assert all(sse._is_result(event(m)) for m in results)
+    assert not any(sse._is_result(event(m)) for m in others)
+    assert not sse._is_result({"id": "1", "data": ""})  # the priming event
+
+
 async def _post(http: httpx2.AsyncClient, url: str, session: dict[str, str], body: dict[str, Any]) -> httpx2.Response:
     return await http.post(url, headers=session, json=body)
 
