@@ -12,7 +12,7 @@ import mcp_types as types
 import pytest
 
 from gateway.caller import Caller
-from gateway.upstreams.connection import watched
+from gateway.upstreams.connection import Streams, watched
 
 pytestmark = pytest.mark.anyio
 
@@ -39,22 +39,11 @@ def test_a_2026_client_declares_with_each_request_so_nothing_is_kept() -> None:
     assert caller(declared, "2026-07-28").capabilities() is not one.capabilities()
 
 
-class _Opener:
-    def __init__(self, streams: tuple[Any, Any]) -> None:
-        self.streams = streams
-
-    async def __aenter__(self) -> tuple[Any, Any]:
-        return self.streams
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
 async def test_the_end_of_the_read_side_is_reported_once() -> None:
     send, receive = anyio.create_memory_object_stream[Any](1)
     ended: list[bool] = []
     with anyio.fail_after(5):
-        async with watched(_Opener((receive, send)), lambda: ended.append(True)) as (read, _):
+        async with watched(Streams((receive, send)), lambda: ended.append(True)) as (read, _):
             await send.send("message")
             send.close()
             assert [item async for item in read] == ["message"]
@@ -67,7 +56,7 @@ async def test_a_read_side_closed_by_the_session_is_reported_too() -> None:
     send, receive = anyio.create_memory_object_stream[Any](1)
     ended: list[bool] = []
     with anyio.fail_after(5):
-        async with watched(_Opener((receive, send)), lambda: ended.append(True)) as (read, _):
+        async with watched(Streams((receive, send)), lambda: ended.append(True)) as (read, _):
             async with read:
                 pass
     assert ended == [True]
