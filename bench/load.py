@@ -265,10 +265,7 @@ class HttpSession:
 
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         request_id = next(self.ids)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        return _answer(*await self._post(message), request_id)
+        return _answer(*await self._post(_request(request_id, method, params)), request_id)
 
     def disconnect(self) -> None:
         """Close the connection, keep the session (idle sessions hold no connection)."""
@@ -285,6 +282,13 @@ class HttpSession:
         except (Failure, OSError, asyncio.TimeoutError):
             pass
         self.disconnect()
+
+
+def _request(request_id: int, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
 
 
 class HttpxSession:
@@ -312,10 +316,7 @@ class HttpxSession:
 
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         request_id = next(self.ids)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        response = await self._post(message)
+        response = await self._post(_request(request_id, method, params))
         return _answer(response.status_code, response.headers, response.content, request_id)
 
     async def _post(self, message: dict[str, Any]) -> Any:
