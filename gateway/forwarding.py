@@ -63,8 +63,7 @@ async def interactive(gateway: Gateway, snap: Snapshot, route: Route, caller: Ca
     def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
         return lambda client: send(client, responses, state, _upstream_meta(client, caller))
 
-    streamed = not snap.config.gateway.http.json_response
-    return await _unless_client_leaves(caller, gateway.sessions, streamed, lambda: _interactive_steps(
+    return await _unless_client_leaves(caller, gateway.sessions, lambda: _interactive_steps(
         gateway.parked, snap, route, caller, responses, state, timeout, repeatable, operation))
 
 
@@ -93,7 +92,7 @@ async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: R
     return result
 
 
-async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, streamed: bool,
+async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry,
                                 work: Callable[[], Awaitable[T]]) -> T:
     """``work()``, cancelled when its client leaves; the upstream request is then cancelled too (the
     SDK sends ``notifications/cancelled`` upstream). The SDK leaves a handshake-era handler running
@@ -112,7 +111,11 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, strea
     ``RESUME_GRACE``: a client that vanished does not keep its calls running.
     """
     request = getattr(caller.ctx, "request", None)
-    if request is None or (streamed and caller.modern):  # stdio: a client leaving ends the gateway
+    if request is None:  # stdio: a client leaving ends the gateway, which cancels what is in flight
+        return await work()
+    disconnect = RequestDisconnect.of(request.scope)
+    streamed = disconnect.streamed  # as the listener answers, set at start (a reload cannot change it)
+    if streamed and caller.modern:
         return await work()
     session_id = request.headers.get("mcp-session-id")
     resumes = bool(session_id) and streamed and not caller.modern
@@ -123,7 +126,7 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry, strea
                 call.cancel()
 
         if streamed:
-            unregister = RequestDisconnect.of(request.scope).on_leave(on_leave)
+            unregister = disconnect.on_leave(on_leave)
             try:
                 return await work()
             finally:

@@ -261,6 +261,8 @@ class _Endpoint:
             response: Any = JSONResponse({"error": f"no namespace named '{name}'"}, status_code=404)
             await response(scope, receive, send)
             return
+        if scope["method"] == "POST":  # how the answer will go, for the call to know who watches
+            sse.RequestDisconnect.of(scope).streamed = not self.managers.http.json_response
         sessions = self.managers.gateway.sessions
         session_id = Headers(scope=scope).get("mcp-session-id")
         principal = principal_of(scope)

@@ -43,7 +43,10 @@ class RequestDisconnect:
     each other, in whichever order they start."""
 
     def __init__(self) -> None:
-        self.watched = False  # a DeferredEventSource is watching this request
+        # Set by the HTTP front before the SDK sees the request: the answer may stream, so the
+        # response (handshake era) or the SDK (2026 wire) watches for the client leaving. False
+        # when answers are JSON (``json_response``): then the call must watch for itself.
+        self.streamed = False
         self.gone = False
         self._callbacks: list[Callable[[], Awaitable[None]]] = []
 
@@ -85,7 +88,6 @@ class DeferredEventSource:
                                       **self.kwargs)(scope, receive, send)
             return
         disconnect = RequestDisconnect.of(scope)
-        disconnect.watched = True
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:

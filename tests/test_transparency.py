@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 from gateway.forwarding import RESUME_GRACE
 from gateway_harness import eventually, gateway_http, gateway_stdio, write_config
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from raw_rpc import call, open_session
 from upstreams import fixture_args, wait_for_event
 
 pytestmark = pytest.mark.anyio
@@ -196,6 +198,28 @@ async def test_a_client_that_disconnects_cancels_its_calls(tmp_path: Path) -> No
             await wait_for_event(events, "CANCELLED slow", timeout=RESUME_GRACE + 20)
             async with Client(gw.url) as other:
                 assert text(await other.call_tool("alpha__echo", {"text": "others are served"})) == "others are served"
+
+
+async def test_with_json_answers_a_client_that_disconnects_cancels_its_call_at_once(tmp_path: Path) -> None:
+    """Answers as JSON (``json_response``, read at start): no stream to resume, so the call stops
+    when its connection closes, even after a reload that says otherwise (it applies at restart)."""
+    events = tmp_path / "events.log"
+
+    def body(json_response: bool, prefix: str) -> str:
+        return json.dumps({"version": 1, "gateway": {"http": {"json_response": json_response}},
+                           "servers": {"alpha": {**server("alpha", events), "prefix": prefix}}})
+
+    path = write_config(tmp_path, body(True, "alpha"))
+    with anyio.fail_after(WAIT):
+        async with gateway_http(path) as gw, httpx2.AsyncClient(timeout=30) as http:
+            path.write_text(body(False, "beta"), encoding="utf-8")
+            await eventually(lambda: "configuration version 2 in service" in gw.stderr())
+            session = await open_session(http, gw.url)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: http.post(gw.url, headers=session, json=call("beta__slow", 5, seconds=30)))
+                await wait_for_event(events, "STARTED slow")
+                tg.cancel_scope.cancel()  # the connection closes mid-call
+            await wait_for_event(events, "CANCELLED slow", timeout=RESUME_GRACE - 2)  # no grace: nothing resumes
 
 
 @pytest.mark.parametrize("upstream_era", ERAS)
