@@ -14,13 +14,14 @@ from typing import Awaitable, Callable, Iterator
 
 import anyio
 import uvicorn
+from anyio.abc import TaskStatus
 
+from gateway.config.loader import LoadResult
 from gateway.config.model import GatewayConfig
 from gateway.http import build_app, status_app
 from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import Gateway
-from gateway.config.loader import LoadResult
 from gateway.sources.file import watch_config
 from gateway.sources.remote import RemoteSources
 from gateway.stdio_front import StdinLines, StdioFront
@@ -53,7 +54,7 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
         await tg.start(gateway.run)
         ready, total = gateway.counts()
         log.info("%d of %d servers ready", ready, total)
-        tg.start_soon(_reload_on_sighup, reloader)
+        await tg.start(_reload_on_sighup, reloader)  # before anything is announced: SIGHUP's default kills
         if options.watch and config_path is not None:
             tg.start_soon(watch_config, config_path, reloader.reload)
         if config.sources:
@@ -69,7 +70,7 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
                 await anyio.sleep(FLUSH_TIMEOUT)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(_on_signals, graceful, tg.cancel_scope.cancel)
+            await tg.start(_on_signals, graceful, tg.cancel_scope.cancel)
             await _serve_stdio(gateway, stdin)
         else:
             await _serve_http(gateway, reloader, options, tg)
@@ -100,13 +101,13 @@ async def _serve_http(gateway: Gateway, reloader: Reloader, options: ServeOption
                                      ssl_keyfile=tls.key_file if tls else None))
     if tls:
         server.config.load()  # reads the certificate now: a bad one stops the start with its reason
-    bound = sock.getsockname()[1]
-    log.info("listening on %s://%s:%d%s%s", "https" if tls else "http", host, bound, http.path,
-             " (stateless)" if stateless else "")
     async def stop() -> None:
         server.should_exit = True  # uvicorn stops accepting and lets open requests finish (bounded)
 
-    tg.start_soon(_on_signals, stop, tg.cancel_scope.cancel)
+    await tg.start(_on_signals, stop, tg.cancel_scope.cancel)  # handled from the moment we say we listen
+    bound = sock.getsockname()[1]
+    log.info("listening on %s://%s:%d%s%s", "https" if tls else "http", host, bound, http.path,
+             " (stateless)" if stateless else "")
     await server.serve(sockets=[sock])
 
 
@@ -139,16 +140,19 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def _reload_on_sighup(reloader: Reloader) -> None:
+async def _reload_on_sighup(reloader: Reloader, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
         async for _ in signals:
             await reloader.reload("SIGHUP")
 
 
-async def _on_signals(graceful: Callable[[], Awaitable[None]], force: Callable[[], None]) -> None:
+async def _on_signals(graceful: Callable[[], Awaitable[None]], force: Callable[[], None], *,
+                      task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """First SIGINT/SIGTERM: stop gracefully. A second one: stop now (upstreams are still reaped)."""
     stopping = False
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async with anyio.create_task_group() as tg:
             async for signum in signals:
                 name = signal.Signals(signum).name

@@ -9,6 +9,7 @@ on either era (``protocol`` in the server's config). Waits on the upstream's own
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ async def test_with_json_answers_a_client_that_disconnects_cancels_its_call_at_o
     with anyio.fail_after(WAIT):
         async with gateway_http(path) as gw, httpx2.AsyncClient(timeout=30) as http:
             path.write_text(body(False, "beta"), encoding="utf-8")
+            gw.process.send_signal(signal.SIGHUP)  # reload now, whether or not the watcher is armed yet
             await eventually(lambda: "configuration version 2 in service" in gw.stderr())
             session = await open_session(http, gw.url)
             async with anyio.create_task_group() as tg:
