@@ -54,8 +54,8 @@ class _Managers:
         self.stateless = stateless
         self.http = gateway.current.config.gateway.http  # listener settings are read once, at start
         # The SDK builds its SSE responses without a ping interval, so the class default is the one
-        # knob: keep-alive comments on idle streams, one process, one listener, one setting. POST
-        # answers become JSON when they need no stream (gateway/sse.py).
+        # knob: keep-alive comments on idle streams, one process, one listener, one setting. Requests
+        # POSTed are answered by the gateway's transport: JSON when they need no stream (gateway/sse.py).
         sse.install(self.http.keepalive)
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         self._lock = anyio.Lock()

@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import session_ids
 from gateway.event_store import BoundedEventStore
 from gateway.security.front_door import opening_message, principal_of
+from gateway.sse import GatewayTransport
 from gateway.sessions import SessionRegistry, owner_admits
 
 log = logging.getLogger("mcpgw")
@@ -111,7 +112,7 @@ class SessionManager(StreamableHTTPSessionManager):
                 return  # another request of the session rebuilt it meanwhile
             if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
                 return
-            transport = StreamableHTTPServerTransport(
+            transport = GatewayTransport(
                 mcp_session_id=session_id, is_json_response_enabled=self.json_response,
                 event_store=BoundedEventStore() if self.event_store is not None else None,
                 security_settings=self.security_settings, retry_interval=self.retry_interval,

@@ -1,38 +1,61 @@
 """The answer to a handshake-era POST: plain JSON when nothing needs a stream, SSE when something does.
 
-The SDK answers every POST of a handshake-era session (the client accepting both) with an SSE
-stream built by ``sse_starlette.EventSourceResponse``: a task group of four tasks (the stream, a
-ping, a shutdown listener, a disconnect listener) beside the SDK's own writer task, for what is
-almost always one event. Profiled, that is about a third of the gateway's CPU per call over HTTP
-(docs/benchmarks.md). The 2026-07-28 path of the same SDK already does better: it holds the answer
-back for a while and, if the handler finishes without emitting anything, answers
-``application/json`` (``_streamable_http_modern.handle_modern_request``).
+The SDK's transport answers every request POSTed in a handshake-era session (the client accepting
+both) with an SSE stream: a task group holding the response, ``sse_starlette.EventSourceResponse``
+(four tasks: the stream, a ping, a shutdown listener, a disconnect listener) and a writer task
+forwarding the request's messages from one memory stream to another, for what is almost always one
+event. Profiled, that was about half of the gateway's CPU per call over HTTP (docs/benchmarks.md).
+The 2026-07-28 path of the same SDK already does better: it holds the answer back for a while and,
+if the handler finishes without emitting anything, answers ``application/json``
+(``_streamable_http_modern.handle_modern_request``).
 
-``DeferredEventSource`` does the same for the handshake-era POST, in place of
-``EventSourceResponse`` in the SDK's transport module (``install()``; the one module attribute the
-gateway replaces, guarded by tests/test_sse_answers.py): it waits up to ``DEFER`` for the stream's
-first event that is not the priming event. Is it the request's result, and does the stream end
-there, the answer is that result as ``application/json`` (the spec lets the server pick either;
-every client must read both). Anything else (progress, a log, a question to the client), or
-nothing by ``DEFER``, and the answer becomes the SSE stream it always was: priming event first
-(so a dropped stream can be resumed with ``Last-Event-ID``), keep-alive comments while idle.
+``GatewayTransport`` is the SDK's ``StreamableHTTPServerTransport`` with that done for the
+handshake era: a request is dispatched to the session exactly as the SDK dispatches it (the same
+metadata, the same per-request stream the SDK's message router feeds), and the POST's own task
+reads that stream for up to ``DEFER``. Is the first message the request's result, the answer is that
+result as ``application/json`` (the spec lets the server pick either; every client must read both).
+Anything else (progress, a log, a question to the client, an error), or nothing by ``DEFER``, and
+the answer becomes the SSE stream it always was: priming event first (minted before dispatch, as
+the SDK does, so a dropped stream can be resumed with ``Last-Event-ID``), each event stored and
+shaped by the SDK's own ``_create_event_data``, keep-alive comments while idle. What is not a
+request in SSE mode (notifications, responses, anything the SDK refuses, ``json_response``) takes
+the SDK's own path, unchanged. ``install()`` makes every transport the SDK's session manager
+creates one of these (the one module attribute the gateway replaces, guarded by
+tests/test_sse_answers.py).
 
-One task watches the request for the client leaving; whoever must know (the forwarding of the
-call, ``RequestDisconnect.on_leave``) is told by it, so a call needs no watcher of its own. GET
-streams (standalone and replays) are long-lived and keep ``EventSourceResponse`` unchanged.
+The front door has already parsed the body (``MESSAGE`` in the scope's state); it is validated
+from that, not parsed a second time. A request still unanswered after ``WATCH_AFTER`` gets one task
+watching for the client leaving (most are answered sooner, and cost no task at all); whoever must
+know (the forwarding of the call, ``RequestDisconnect.on_leave``) is told by it, so a call needs no
+watcher of its own. GET streams (standalone and replays) are long-lived and keep the SDK's
+``EventSourceResponse``.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import math
+from collections import deque
+from http import HTTPStatus
 from typing import Any, Awaitable, Callable
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.server import streamable_http as sdk
+from mcp_types import (DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError, JSONRPCRequest, JSONRPCResponse,
+                       jsonrpc_message_adapter)
+from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.security.front_door import MESSAGE
+
+log = logging.getLogger("mcpgw")
+
 DEFER = 1.0  # seconds an answer may be held back before it becomes a stream (and resumable)
+# Seconds a request runs before its client is watched for leaving: most calls are answered well
+# within it, and need no watcher task at all; a client that leaves sooner is noticed then.
+WATCH_AFTER = 0.1
 _KEY = "mcpgw.disconnect"
 _SSE_SEP = "\r\n"
 
@@ -69,89 +92,187 @@ class RequestDisconnect:
             await callback()
 
 
-class DeferredEventSource:
-    """Constructed by the SDK exactly as ``EventSourceResponse`` (``content``: the SSE events as
-    dicts; ``data_sender_callable``: the SDK's writer feeding them; ``headers``)."""
+class GatewayTransport(sdk.StreamableHTTPServerTransport):
+    """The SDK's transport, answering handshake-era requests itself (module docstring)."""
 
     ping_interval: float = EventSourceResponse.DEFAULT_PING_INTERVAL
 
-    def __init__(self, content: Any, data_sender_callable: Callable[[], Awaitable[None]] | None = None,
-                 headers: dict[str, str] | None = None, **kwargs: Any) -> None:
-        self.content = content
-        self.data_sender = data_sender_callable
-        self.headers = dict(headers or {})
-        self.kwargs = kwargs
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("method") != "POST" or not isinstance(self.content, MemoryObjectReceiveStream):
-            await EventSourceResponse(self.content, data_sender_callable=self.data_sender, headers=self.headers,
-                                      **self.kwargs)(scope, receive, send)
+    async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
+        message = self._request_to_answer(scope, request)
+        if message is None:
+            await super()._handle_post_request(scope, request, receive, send)
             return
-        disconnect = RequestDisconnect.of(scope)
-        async with anyio.create_task_group() as tg:
+        initialize = message.method == "initialize"
+        if not initialize and not await self._validate_request_headers(request, send):
+            return
+        if initialize and message.params:
+            version = str(message.params.get("protocolVersion", DEFAULT_NEGOTIATED_VERSION))
+        else:
+            version = request.headers.get(sdk.MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
+        try:
+            await self._answer(scope, request, receive, send, message, version)
+        except Exception as err:  # as the SDK's own POST handler: a 500, and the session told
+            log.exception("Error handling POST request")
+            await self._create_error_response("Error handling POST request", HTTPStatus.INTERNAL_SERVER_ERROR,
+                                              INTERNAL_ERROR)(scope, receive, send)
+            if self._read_stream_writer is not None:
+                await self._read_stream_writer.send(Exception(err))
 
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                # The call decides what a leaving client means (see forwarding); the answer ends
-                # when the call does, and ending it ends this watch.
-                await disconnect.left()
+    def _request_to_answer(self, scope: Scope, request: Request) -> JSONRPCRequest | None:
+        """The POSTed request, when this class answers it: SSE mode, well-formed, headers the SDK
+        accepts. None sends the POST down the SDK's path (which refuses what it must)."""
+        raw = scope.get("state", {}).get(MESSAGE)
+        if (self.is_json_response_enabled or not isinstance(raw, dict) or "method" not in raw or "id" not in raw
+                or self._read_stream_writer is None or not self._check_content_type(request)
+                or not all(sdk.check_accept_headers(request))):
+            return None
+        try:
+            message = jsonrpc_message_adapter.validate_python(raw, by_name=False)
+        except ValidationError:
+            return None
+        if not isinstance(message, JSONRPCRequest):
+            return None
+        if message.method == "initialize" and self.mcp_session_id:
+            asked = self._get_session_id(request)
+            if asked and asked != self.mcp_session_id:
+                return None  # the SDK answers 404
+        return message
 
-            tg.start_soon(watch)
-            if self.data_sender is not None:
-                tg.start_soon(self.data_sender)
-            await self._answer(send)
-            tg.cancel_scope.cancel()
+    async def _answer(self, scope: Scope, request: Request, receive: Receive, send: Send,
+                      message: JSONRPCRequest, version: str) -> None:
+        request_id = str(message.id)
+        priming = await self._mint_priming_event(request_id, version)
+        events = _RequestEvents(sdk.REQUEST_STREAM_BUFFER_SIZE)
+        self._request_streams[request_id] = (events, events)  # type: ignore[assignment]  # what the router uses
+        try:
+            assert self._read_stream_writer is not None
+            await self._read_stream_writer.send(self._create_session_message(message, request, request_id, version))
+            first, ended = await _first(events, WATCH_AFTER)
+            if ended or (first is not None and isinstance(first.message, JSONRPCResponse | JSONRPCError)):
+                await self._respond(send, events, priming, first, ended)
+                return  # the common case: settled before anyone needed to watch
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch, receive, RequestDisconnect.of(scope))
+                if first is None and not ended:
+                    first, ended = await _first(events, DEFER - WATCH_AFTER)
+                await self._respond(send, events, priming, first, ended)
+                tg.cancel_scope.cancel()
+        finally:
+            await self._clean_up_memory_streams(request_id)
 
-    async def _answer(self, send: Send) -> None:
-        held: list[dict[str, Any]] = []  # the priming event, until we know whether a stream is needed
-        final = None
-        with anyio.move_on_after(DEFER):
-            async for event in self.content:
-                if _is_priming(event):
-                    held.append(event)
-                    continue
-                if _is_result(event):
-                    final = event
-                else:
-                    held.append(event)
+    async def _respond(self, send: Send, events: "_RequestEvents",
+                       priming: dict[str, Any] | None, first: sdk.EventMessage | None, ended: bool) -> None:
+        """The answer, given the first message (None: none by ``DEFER``, or ``ended`` before one)."""
+        if first is not None and isinstance(first.message, JSONRPCResponse):
+            await self._json(send, first.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": _raw(self._sse_headers())})
+        if priming is not None:
+            await _send_chunk(send, encode(priming))
+        event = first if first is not None or ended else await self._next(send, events)
+        while event is not None:
+            await _send_chunk(send, encode(self._create_event_data(event)))
+            if isinstance(event.message, JSONRPCResponse | JSONRPCError):
                 break
-        if final is not None:
-            if await _ends(self.content):
-                await self._json(send, final["data"])
-                return
-            held.append(final)  # pragma: no cover - the SDK writes nothing after a request's response
-        await self._stream(send, held)
+            event = await self._next(send, events)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _json(self, send: Send, data: str) -> None:
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-type", "connection")}
-        body = data.encode()
+    async def _next(self, send: Send, events: "_RequestEvents") -> sdk.EventMessage | None:
+        """The stream's next message, with a keep-alive comment for each idle ``ping_interval``."""
+        while True:
+            try:
+                event = await events.receive(self.ping_interval)
+            except anyio.EndOfStream:
+                return None
+            if event is not None:
+                return event
+            await _send_chunk(send, b": ping\r\n\r\n")
+
+    def _sse_headers(self) -> dict[str, str]:
+        session = {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
+        return {"Cache-Control": "no-cache, no-transform", "Connection": "keep-alive",
+                "Content-Type": sdk.CONTENT_TYPE_SSE, **session}
+
+    async def _json(self, send: Send, body: bytes) -> None:
+        session = {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
         await send({"type": "http.response.start", "status": 200,
-                    "headers": _raw({**headers, "Content-Type": "application/json",
-                                     "Content-Length": str(len(body))})})
+                    "headers": _raw({"Content-Type": sdk.CONTENT_TYPE_JSON, "Content-Length": str(len(body)),
+                                     **session})})
         await send({"type": "http.response.body", "body": body})
 
-    async def _stream(self, send: Send, held: list[dict[str, Any]]) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _raw(self.headers)})
-        for event in held:
-            await _send_chunk(send, encode(event))
-        while True:
-            with anyio.move_on_after(self.ping_interval) as idle:
-                try:
-                    event = await self.content.receive()
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
-            await _send_chunk(send, b": ping\r\n\r\n" if idle.cancelled_caught else encode(event))
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+async def _first(events: "_RequestEvents", within: float) -> tuple[sdk.EventMessage | None, bool]:
+    """The request's first message if it comes ``within`` seconds, and whether its stream ended
+    instead (the session ended, or the stream was closed for the client to resume)."""
+    try:
+        return await events.receive(within), False
+    except (anyio.EndOfStream, anyio.ClosedResourceError):
+        return None, True
+
+
+class _RequestEvents:
+    """The stream of one request's messages, in place of the memory object stream pair the SDK
+    makes for it: the SDK's message router sends to it, the transport closes it (``close``,
+    ``aclose``), and the POST reads it with a timeout that cannot lose a message. (A memory object
+    stream's ``receive`` cancelled by its deadline just as a message is handed to it drops that
+    message: a progress notification could vanish that way.) At most ``size`` messages wait; the
+    router then waits, as it would on the SDK's stream."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: deque[sdk.EventMessage] = deque()
+        self._closed = False
+        self._changed = anyio.Event()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def send(self, item: sdk.EventMessage) -> None:
+        while len(self._items) >= self._size and not self._closed:
+            await self._changed.wait()
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._items.append(item)
+        self._wake()
+
+    async def receive(self, within: float = math.inf) -> sdk.EventMessage | None:
+        """The next message; None when none came ``within`` seconds; ``EndOfStream`` once closed
+        and read to the end."""
+        with anyio.move_on_after(within):
+            while not self._items and not self._closed:
+                await self._changed.wait()
+        if self._items:
+            item = self._items.popleft()
+            self._wake()
+            return item
+        if self._closed:
+            raise anyio.EndOfStream
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+async def _watch(receive: Receive, disconnect: RequestDisconnect) -> None:
+    """Tell whoever must know that the client left. The call decides what a leaving client means
+    (see forwarding); the answer ends when the call does, and ending it ends this watch."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    await disconnect.left()
 
 
 def install(ping_interval: float) -> None:
-    """Answer handshake-era POSTs with ``DeferredEventSource`` (idempotent)."""
-    import mcp.server.streamable_http as transport
+    """Make the transports of the SDK's session manager ``GatewayTransport``s (idempotent)."""
+    import mcp.server.streamable_http_manager as manager
 
-    DeferredEventSource.ping_interval = ping_interval
+    GatewayTransport.ping_interval = ping_interval
     EventSourceResponse.DEFAULT_PING_INTERVAL = ping_interval  # for the GET streams, still the library's
-    transport.EventSourceResponse = DeferredEventSource  # type: ignore[misc,assignment]
+    manager.StreamableHTTPServerTransport = GatewayTransport  # type: ignore[misc]
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -166,36 +287,6 @@ def encode(event: dict[str, Any]) -> bytes:
     if event.get("retry") is not None:
         lines.append(f"retry: {int(event['retry'])}")
     return (_SSE_SEP.join(lines) + _SSE_SEP + _SSE_SEP).encode()
-
-
-def _is_priming(event: dict[str, Any]) -> bool:
-    return event.get("data") == "" and "event" not in event
-
-
-_RESULT = re.compile(r'\{"jsonrpc":"2\.0","id":(?:-?\d+|"(?:[^"\\]|\\.)*"),"result":')
-
-
-def _is_result(event: dict[str, Any]) -> bool:
-    """A JSON-RPC result (what ends a POST's stream), not an error, a notification or a request.
-    Read off the front of the SDK's own serialisation (fields in model order: ``jsonrpc``, ``id``,
-    then ``result``), never by parsing it whole: a 5,000-tool list is megabytes. Anything shaped
-    otherwise is streamed, which is always correct.
-
-    Errors keep the stream: the SDK's Python client (2.3) reads a JSON answer without expecting
-    its session to be closing, and a client that cancels a call and closes at once receives the
-    cancelled call's error while it closes; over SSE it drops it quietly, as JSON it crashes."""
-    data = event.get("data")
-    return isinstance(data, str) and _RESULT.match(data) is not None
-
-
-async def _ends(content: MemoryObjectReceiveStream[Any]) -> bool:
-    """Does the stream end right after the event just received? The SDK's writer closes it as soon
-    as it has handed over the final response; anything else arriving instead means a stream."""
-    try:
-        await content.receive()
-    except (anyio.EndOfStream, anyio.ClosedResourceError):
-        return True
-    return False  # pragma: no cover
 
 
 async def _send_chunk(send: Send, chunk: bytes) -> None:

@@ -21,11 +21,20 @@ WAIT = 60
 
 
 def test_the_gateway_answers_the_sdks_posts_itself() -> None:
-    """The one module attribute of the SDK the gateway replaces: if the SDK stops looking it up
-    there, this fails rather than every answer silently going back to the library's stream."""
+    """The one module attribute of the SDK the gateway replaces, and the transport's parts its
+    answer is built from: if the SDK stops looking the class up there or renames a part, this
+    fails rather than every answer silently going back to the library's stream."""
+    import mcp.server.streamable_http_manager as sdk_manager
+
     sse.install(15.0)
-    assert sdk_transport.EventSourceResponse is sse.DeferredEventSource
-    assert "EventSourceResponse(" in Path(sdk_transport.__file__).read_text(encoding="utf-8")
+    assert sdk_manager.StreamableHTTPServerTransport is sse.GatewayTransport
+    assert "StreamableHTTPServerTransport(" in Path(sdk_manager.__file__).read_text(encoding="utf-8")
+    for part in ("_handle_post_request", "_validate_request_headers", "_check_content_type", "_mint_priming_event",
+                 "_create_session_message", "_create_event_data", "_clean_up_memory_streams", "_get_session_id",
+                 "_create_error_response"):
+        assert callable(getattr(sdk_transport.StreamableHTTPServerTransport, part)), part
+    transport = sdk_transport.StreamableHTTPServerTransport(mcp_session_id=None)
+    assert transport._request_streams == {} and transport._read_stream_writer is None
 
 
 def test_events_are_encoded_as_the_sdk_shapes_them() -> None:
@@ -33,24 +42,6 @@ def test_events_are_encoded_as_the_sdk_shapes_them() -> None:
         b'id: 7\r\nevent: message\r\ndata: {"a":1}\r\n\r\n'
     assert sse.encode({"id": "1", "data": "", "retry": 1000}) == b"id: 1\r\ndata: \r\nretry: 1000\r\n\r\n"
     assert sse.encode({"data": "two\nlines"}) == b"data: two\r\ndata: lines\r\n\r\n"
-
-
-def test_a_result_is_told_from_the_front_of_the_sdks_own_serialisation() -> None:
-    """The SDK writes events with ``model_dump_json(by_alias=True, exclude_unset=True)``; the
-    answer is read off its front, so this fails if the SDK ever orders the fields otherwise."""
-    import mcp_types as types
-
-    def event(message: Any) -> dict[str, Any]:
-        return {"event": "message", "data": message.model_dump_json(by_alias=True, exclude_unset=True)}
-
-    results = [types.JSONRPCResponse(jsonrpc="2.0", id=7, result={"content": []}),
-               types.JSONRPCResponse(jsonrpc="2.0", id='a"b', result={})]
-    others = [types.JSONRPCError(jsonrpc="2.0", id=7, error=types.ErrorData(code=-1, message="no")),
-              types.JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"x": 1}),
-              types.JSONRPCRequest(jsonrpc="2.0", id=3, method="sampling/createMessage", params={})]
-    assert all(sse._is_result(event(m)) for m in results)
-    assert not any(sse._is_result(event(m)) for m in others)
-    assert not sse._is_result({"id": "1", "data": ""})  # the priming event
 
 
 async def _post(http: httpx2.AsyncClient, url: str, session: dict[str, str], body: dict[str, Any]) -> httpx2.Response:
