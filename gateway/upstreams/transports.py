@@ -1,7 +1,9 @@
 """Opening the byte streams to an upstream, one function per transport, all through the SDK.
 
 Each opener is an async context manager yielding the SDK's (read, write) stream pair; leaving it
-closes the connection (for stdio: the SDK stops the child's whole process group). A stdio child's
+closes the connection (for stdio: the child's whole process group is stopped, by the SDK's
+function; the streams are gateway/upstreams/pipes.py, the SDK's ``stdio_client`` without its relay
+tasks). A stdio child's
 stderr is not inherited: it is read line by line into our log under the server's name and kept as
 a short tail for diagnosis, so a chatty or flooding server cannot reach the gateway's own stderr.
 """
@@ -21,12 +23,13 @@ from typing import AsyncIterator, Any
 
 import httpx2
 from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from gateway.config.model import ServerConfig
 from gateway.redact import REDACT
+from gateway.upstreams.pipes import stdio_pipes
 
 log = logging.getLogger("mcpgw.upstream")
 
@@ -103,7 +106,7 @@ async def _stdio(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[
                               name=f"stderr-{server.name}", daemon=True)
     reader.start()
     try:
-        async with stdio_client(params, errlog=errlog) as streams:
+        async with stdio_pipes(params, errlog) as streams:
             errlog.close()  # the child holds its own copy: EOF reaches the reader when the child exits
             yield streams
     finally:
