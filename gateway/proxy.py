@@ -19,9 +19,8 @@ import mcp_types as types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
-from opentelemetry import trace
 
-from gateway import __version__
+from gateway import __version__, tracing
 from gateway.calls import CallRecord
 from gateway.caller import Caller, connection_of
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -71,20 +70,12 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, handlers.set_level)
     server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams,
                                     handlers.roots_changed)
-    if not _tracing():
-        # The SDK opens an OpenTelemetry span for every message (about 7 us each), which goes
-        # nowhere until a tracer provider is installed: the gateway installs none, but
-        # ``opentelemetry-instrument mcpgw serve`` would, and then the span stays.
+    tracing.install()
+    if not tracing.tracing():  # the SDK's span per message would go nowhere (gateway/tracing.py)
         server.middleware = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     # Innermost, so other middleware (the SDK's span, when tracing) sees a list answered normally.
     server.middleware.append(AnswerMiddleware(server.server_info_stamp))
     return server
-
-
-def _tracing() -> bool:
-    """Whether an OpenTelemetry tracer provider is installed (spans would be recorded)."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 class _Handlers:

@@ -9,6 +9,7 @@ the stdio front would write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ from upstreams import fixture_args
 
 from gateway import __version__
 from gateway.config.loader import load_text
-from gateway import proxy
+from gateway import tracing
 from gateway.proxy import build_server
 from gateway.routing import Catalog, RoutingTable, build_routing_table
 from gateway.runtime import ROOT, Gateway, Snapshot
@@ -202,9 +203,18 @@ def test_the_sdks_span_per_message_is_kept_only_when_spans_go_somewhere(monkeypa
     config, table = table_for({})
     names = [type(m).__name__ for m in build_server(gateway_serving(config, table)).middleware]
     assert names == ["AnswerMiddleware"]  # no tracer provider installed: the span would be a no-op
-    monkeypatch.setattr(proxy.trace, "get_tracer_provider", lambda: object())  # stands for an SDK provider
+    import mcp.shared.jsonrpc_dispatcher as sdk_dispatcher  # the client side's span, per request sent
+
+    with sdk_dispatcher.otel_span("MCP send ping", kind=tracing.trace.SpanKind.CLIENT) as span:
+        assert span is tracing.trace.INVALID_SPAN
+    meta: dict[str, Any] = {}
+    sdk_dispatcher.inject_trace_context(meta)
+    assert meta == {}
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: object())  # stands for an SDK provider
     names = [type(m).__name__ for m in build_server(gateway_serving(config, table)).middleware]
     assert names == ["OpenTelemetryMiddleware", "AnswerMiddleware"]  # the answer stays innermost
+    span_cm = sdk_dispatcher.otel_span("MCP send ping", kind=tracing.trace.SpanKind.CLIENT)
+    assert not isinstance(span_cm, contextlib.nullcontext)  # the SDK's own span again
 
 
 def test_a_calls_parameter_headers_are_checked_against_the_table_not_a_listing() -> None:
