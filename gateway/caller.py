@@ -10,7 +10,10 @@ HTTP, the response stream of that very request).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import anyio
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
@@ -32,7 +35,8 @@ class ClientCannotAnswer(Exception):
 class Caller:
     """One downstream request, as seen by the upstream request that serves it."""
 
-    __slots__ = ("__weakref__", "_capabilities", "_level", "connection", "ctx", "endpoint", "modern", "parked")
+    __slots__ = ("__weakref__", "_capabilities", "_level", "_relaying", "_relayed", "connection", "ctx", "endpoint",
+                 "modern", "parked")
 
     def __init__(self, ctx: Any, endpoint: str, connection_level: str | None = None) -> None:
         self.ctx = ctx
@@ -42,6 +46,8 @@ class Caller:
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         self.parked: Any = None  # a ParkedCall: questions become an input-required result (parked.py)
         self._capabilities: dict[str, Any] | None = None
+        self._relaying = 0  # progress and notifications of the upstream on their way to the client
+        self._relayed: anyio.Event | None = None
         meta = ctx.meta or {}
         self._level = meta.get(LOG_LEVEL_META_KEY) if self.modern else (connection_level or "debug")
 
@@ -82,7 +88,29 @@ class Caller:
 
     async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
         """Progress of the upstream request, sent with the client's own progress token."""
-        await self.ctx.session.report_progress(progress, total, message)
+        with self._relaying_one():
+            await self.ctx.session.report_progress(progress, total, message)
+
+    @contextmanager
+    def _relaying_one(self) -> Iterator[None]:
+        self._relaying += 1
+        try:
+            yield
+        finally:
+            self._relaying -= 1
+            if not self._relaying and self._relayed is not None:
+                self._relayed.set()
+
+    async def relayed(self) -> None:
+        """Wait until what the upstream sent before its answer has been passed on to the client.
+
+        The SDK hands each progress notification and each notification to a task of its own and
+        wakes the request with its answer at once: the answer could overtake them, and a client
+        drops progress that comes after the final answer (a stream even ends with the answer).
+        Those tasks start before the request wakes, so whatever is on its way is counted here."""
+        while self._relaying:
+            self._relayed = anyio.Event()
+            await self._relayed.wait()
 
     async def ask(self, request: types.CreateMessageRequest | types.ElicitRequest | types.ListRootsRequest) -> Any:
         """Send ``request`` to the client on the channel of its request and return its typed answer.
@@ -120,7 +148,8 @@ class Caller:
 
     async def notify(self, notification: Any) -> None:
         """A notification about this request, on its channel."""
-        await self.ctx.session.send_notification(notification, related_request_id=self.ctx.request_id)
+        with self._relaying_one():
+            await self.ctx.session.send_notification(notification, related_request_id=self.ctx.request_id)
 
 
 # id(capabilities object) -> (the object, its wire dump), for the capabilities of handshake-era

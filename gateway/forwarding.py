@@ -43,7 +43,10 @@ async def forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool
     attempts = retry.attempts if repeatable else 1
     for attempt in range(1, attempts + 1):
         try:
-            return _unstamped(await upstream.request(operation, timeout, caller))
+            result = await upstream.request(operation, timeout, caller)
+            if caller is not None:
+                await caller.relayed()  # the answer never overtakes what the upstream sent before it
+            return _unstamped(result)
         except UpstreamUnavailable:
             if attempt == attempts or upstream.breaker.opened:
                 raise
@@ -100,7 +103,7 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry,
     has been read, the only message it can still deliver is the disconnect.
 
     Who watches: a 2026-07-28 call answered as a stream is watched by the SDK, which cancels the
-    handler itself; a handshake-era one by the response (``sse.DeferredEventSource``), which tells
+    handler itself; a handshake-era one by its POST's answer (``sse.GatewayTransport``), which tells
     this call through ``RequestDisconnect``; a call answered with JSON (``json_response``) by a
     task of its own here.
 
