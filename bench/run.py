@@ -752,7 +752,10 @@ def ratios(results: dict[str, Any], lists: dict[str, Any]) -> dict[str, Any]:
              if f["errors"] == 0 and f["mismatched"] == 0 and f.get("added_p50_ms") is not None}
     out: dict[str, Any] = {"gateway": GATEWAY, "best_peer": None,
                            "rule": "best peer: the lowest added p50 among the peers with no errors and no mismatches",
-                           "left_out": sorted(set(measured) - set(clean))}
+                           "left_out": sorted(set(measured) - set(clean)),
+                           "why_left_out": {name: "errors or mismatches" if f["errors"] or f["mismatched"]
+                                            else "no floor measured, so no added latency"
+                                            for name, f in measured.items() if name not in clean}}
     if not clean:
         return out
     best = min(clean, key=lambda name: clean[name]["added_p50_ms"])
@@ -801,8 +804,10 @@ def _ratio(what: str, unit: str, mine: float | None, theirs: float | None, goal:
 
 def render_ratios(found: dict[str, Any]) -> str:
     if not found.get("best_peer"):
-        return (f"{found['gateway']} against the peers: no peer was measured without errors "
-                f"({', '.join(found['left_out']) or 'none measured'}), so no ratios")
+        why = found.get("why_left_out", {})
+        return (f"{found['gateway']} against the peers: no peer to compare with ("
+                + (", ".join(f"{name}: {why.get(name, 'left out')}" for name in found["left_out"]) or "none measured")
+                + "), so no ratios")
     head = (f"{found['gateway']} against the best peer, {found['best_peer']} ({found['rule']}"
             + (f"; left out: {', '.join(found['left_out'])}" if found["left_out"] else "") + "):")
     rows = [("", "mcpgw", "peer", "ratio", "goal", "")]
