@@ -35,10 +35,13 @@ class Rejection:
 
 
 class Reloader:
-    def __init__(self, gateway: Gateway, path: Path | None, load: Callable[[], LoadResult] | None = None) -> None:
+    def __init__(self, gateway: Gateway, path: Path | None, load: Callable[[], LoadResult] | None = None,
+                 on_applied: Callable[[], None] = lambda: None) -> None:
         """``path``: the file to read again; without one (the plugged.in drop-in), ``load`` makes
-        the configuration the sources are merged into."""
+        the configuration the sources are merged into. ``on_applied``: called once a new
+        configuration is in service."""
         self.gateway = gateway
+        self.on_applied = on_applied
         self.path = path
         self.load: Callable[[], LoadResult] = load or (lambda: check_file(path))  # type: ignore[arg-type]
         self.last_rejected: Rejection | None = None
@@ -76,6 +79,7 @@ class Reloader:
             return self._reject(str(exc))
         self._fingerprint = new_fingerprint
         log.info("configuration version %d in service (digest %s)", snapshot.version, snapshot.digest)
+        self.on_applied()
         return "applied"
 
     def _reject(self, error: str) -> Outcome:

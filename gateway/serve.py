@@ -5,6 +5,7 @@ SIGINT/SIGTERM (or stdin closing, in stdio mode) stop accepting, let in-flight w
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -50,11 +51,12 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
     sources = RemoteSources()
     await sources.refresh_all(config)  # serving begins with what the sources had (each bounded by its timeout)
     gateway = Gateway(sources.merged(config), sources)
-    reloader = Reloader(gateway, config_path, load)
+    reloader = Reloader(gateway, config_path, load, on_applied=_settle_gc)
     async with anyio.create_task_group() as tg:
         await tg.start(gateway.run)
         ready, total = gateway.counts()
         log.info("%d of %d servers ready", ready, total)
+        _settle_gc()
         await tg.start(_reload_on_sighup, reloader)  # before anything is announced: SIGHUP's default kills
         if options.watch and config_path is not None:
             tg.start_soon(watch_config, config_path, reloader.reload)
@@ -131,6 +133,26 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(BACKLOG)  # now, not when uvicorn starts: "listening on" must be true when it is logged
     sock.set_inheritable(True)
     return sock
+
+
+GC_THRESHOLDS = (10_000, 50, 100)  # CPython's are (700, 10, 10)
+
+
+def _settle_gc() -> None:
+    """What lives from startup on (modules, models, the routing table, upstream sessions) is frozen
+    out of the garbage collector's sight, and young objects are collected less often. Measured under
+    load with CPython's defaults, a full collection walked those startup objects every ~1,300 calls
+    for up to 136 ms (the p99), and collections took about a tenth of the CPU per call; with these
+    settings, about a fiftieth (docs/benchmarks.md). Garbage in cycles still goes, just in larger
+    batches: at most ``GC_THRESHOLDS[0]`` young container objects wait for a collection.
+
+    Called again once a reload is in service: what the old configuration held (frozen, so never
+    collected if it became garbage in a cycle) is unfrozen and collected, and the new steady state
+    frozen; one full collection per reload."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _uvicorn_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
