@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, TextIO
+from typing import Any, AsyncIterator, Self, TextIO
 
 import anyio
 from mcp.client.stdio import (StdioServerParameters, _create_platform_compatible_process, _drain_stdout,
@@ -56,7 +56,23 @@ async def stdio_pipes(params: StdioServerParameters, errlog: TextIO) -> AsyncIte
                 await _stop_server_process(process)  # closes stdout last, which ends the drain
 
 
-class Lines:
+class _Closable:
+    """A stream's async context and ``aclose``, both closing it (``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Lines(_Closable):
     """The read stream: one ``SessionMessage`` (or the exception its line failed to parse with) per
     line of the child's stdout, read when asked for. Ends (``EndOfStream``) at EOF or when the pipe
     breaks; ``ClosedResourceError`` once closed. One reader at a time: the session's loop."""
@@ -102,17 +118,9 @@ class Lines:
         self._ended = True
         await self._stdout.aclose()
 
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "Lines":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
 
 
-class Writes:
+class Writes(_Closable):
     """The write stream: each message one line on the child's stdin, written by the sending task.
     A broken stdin ends the read side too, as the SDK's writer does: the session then sees the
     connection end instead of a request waiting for an answer that cannot come."""
@@ -136,12 +144,3 @@ class Writes:
 
     def close(self) -> None:
         self._closed = True
-
-    async def aclose(self) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "Writes":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
