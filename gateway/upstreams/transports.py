@@ -25,7 +25,7 @@ import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 
 from gateway.config.model import ServerConfig
 from gateway.redact import REDACT
@@ -75,13 +75,37 @@ async def open_streams(server: ServerConfig, tail: StderrTail,
             yield streams
     elif server.transport == "sse":
         async with sse_client(server.url or "", headers=_headers(server), timeout=server.connect_timeout,
-                              sse_read_timeout=max(server.timeout, 300.0), auth=auth) as streams:
+                              sse_read_timeout=max(server.timeout, 300.0), auth=auth,
+                              httpx_client_factory=http_client) as streams:
             yield streams
     else:
         timeout = httpx2.Timeout(server.connect_timeout, read=max(server.timeout, 300.0))
-        async with create_mcp_http_client(headers=_headers(server), timeout=timeout, auth=auth) as http:
+        async with http_client(headers=_headers(server), timeout=timeout, auth=auth) as http:
             async with streamable_http_client(server.url or "", http_client=http) as streams:
                 yield streams[0], streams[1]
+
+
+# Connections to one HTTP upstream: each request in flight holds one, and every one is kept alive
+# for the next. httpx2 keeps 20 by default: with more calls than that in flight, every response
+# beyond the 20th closed its connection and the next request opened a new one (a TCP handshake
+# and a new connection in the upstream's server, per call). Concurrency beyond this many waits
+# for a connection (``connect_timeout``).
+UPSTREAM_CONNECTIONS = 512
+
+
+def http_client(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
+                auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
+    """What the SDK's ``create_mcp_http_client`` makes (its timeouts, redirects left off: the SDK's
+    transports follow them within the origin themselves), keeping ``UPSTREAM_CONNECTIONS``
+    connections alive instead of 20."""
+    limits = httpx2.Limits(max_connections=UPSTREAM_CONNECTIONS, max_keepalive_connections=UPSTREAM_CONNECTIONS)
+    kwargs: dict[str, Any] = {"timeout": timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+                              "limits": limits}
+    if headers is not None:
+        kwargs["headers"] = headers
+    if auth is not None:
+        kwargs["auth"] = auth
+    return httpx2.AsyncClient(**kwargs)
 
 
 def _headers(server: ServerConfig) -> dict[str, str]:
