@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import anyio
-
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
@@ -22,6 +21,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 log = logging.getLogger("mcpgw")
+RELAY_WAIT = 5.0  # seconds an answer waits at most for the progress and notifications sent before it
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 # What the client must have declared before the gateway passes it a request of each kind.
@@ -107,10 +107,12 @@ class Caller:
         The SDK hands each progress notification and each notification to a task of its own and
         wakes the request with its answer at once: the answer could overtake them, and a client
         drops progress that comes after the final answer (a stream even ends with the answer).
-        Those tasks start before the request wakes, so whatever is on its way is counted here."""
-        while self._relaying:
-            self._relayed = anyio.Event()
-            await self._relayed.wait()
+        Those tasks start before the request wakes, so whatever is on its way is counted here.
+        Bounded: a client that stopped reading holds its relays, not the answer to its request."""
+        with anyio.move_on_after(RELAY_WAIT):
+            while self._relaying:
+                self._relayed = anyio.Event()
+                await self._relayed.wait()
 
     async def ask(self, request: types.CreateMessageRequest | types.ElicitRequest | types.ListRootsRequest) -> Any:
         """Send ``request`` to the client on the channel of its request and return its typed answer.
