@@ -109,6 +109,8 @@ class Caller:
         drops progress that comes after the final answer (a stream even ends with the answer).
         Those tasks start before the request wakes, so whatever is on its way is counted here.
         Bounded: a client that stopped reading holds its relays, not the answer to its request."""
+        if not self._relaying:
+            return  # the usual case, with nothing to wait for: no timer either
         with anyio.move_on_after(RELAY_WAIT):
             while self._relaying:
                 self._relayed = anyio.Event()
