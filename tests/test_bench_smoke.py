@@ -18,6 +18,17 @@ def test_reload_benchmark_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert len(figures["samples_ms"]) == 1 and figures["median_ms"] > 0
 
 
+def test_ab_comparison_runs_both_checkouts_in_turn() -> None:
+    """`python -m bench.ab OTHER`: here against itself, one short round each; both sides measured,
+    every answer checked (a wrong or failed one stops the run)."""
+    run = subprocess.run([sys.executable, "-m", "bench.ab", str(ROOT), "--rounds", "1", "--calls", "60",
+                          "--sessions", "4"], cwd=ROOT, timeout=110, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["a", "b"], run.stdout
+    assert all("gateway CPU/call" in line and "calls/s" in line for line in lines)
+
+
 def test_proxy_benchmark_quick_run_checks_every_reply(tmp_path: Path) -> None:
     """`python -m bench.run --quick`: every target and the tools/list scenarios run, every reply is
     the one its session asked for, nothing fails (how fast is for bench/, not for tests)."""
