@@ -4,7 +4,8 @@ The SDK's transport answers every request POSTed in a handshake-era session (the
 both) with an SSE stream: a task group holding the response, ``sse_starlette.EventSourceResponse``
 (four tasks: the stream, a ping, a shutdown listener, a disconnect listener) and a writer task
 forwarding the request's messages from one memory stream to another, for what is almost always one
-event. Profiled, that was about half of the gateway's CPU per call over HTTP (docs/benchmarks.md).
+event. Profiled, that was the largest part of the gateway's CPU per call over HTTP
+(docs/benchmarks.md, items 2 and 6).
 The 2026-07-28 path of the same SDK already does better: it holds the answer back for a while and,
 if the handler finishes without emitting anything, answers ``application/json``
 (``_streamable_http_modern.handle_modern_request``).
@@ -162,7 +163,12 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
 
     async def _respond(self, send: Send, events: "_RequestEvents",
                        priming: dict[str, Any] | None, first: sdk.EventMessage | None, ended: bool) -> None:
-        """The answer, given the first message (None: none by ``DEFER``, or ``ended`` before one)."""
+        """The answer, given the first message (None: none by ``DEFER``, or ``ended`` before one).
+
+        Only a result is answered as JSON; an error keeps the stream: the SDK's Python client (2.3)
+        reads a JSON answer without expecting its session to be closing, and a client that cancels
+        a call and closes at once receives the cancelled call's error while it closes; over SSE it
+        drops it quietly, as JSON it crashes."""
         if first is not None and isinstance(first.message, JSONRPCResponse):
             await self._json(send, first.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
             return
@@ -188,16 +194,17 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
                 return event
             await _send_chunk(send, b": ping\r\n\r\n")
 
+    def _session_header(self) -> dict[str, str]:
+        return {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
+
     def _sse_headers(self) -> dict[str, str]:
-        session = {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
         return {"Cache-Control": "no-cache, no-transform", "Connection": "keep-alive",
-                "Content-Type": sdk.CONTENT_TYPE_SSE, **session}
+                "Content-Type": sdk.CONTENT_TYPE_SSE, **self._session_header()}
 
     async def _json(self, send: Send, body: bytes) -> None:
-        session = {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
         await send({"type": "http.response.start", "status": 200,
                     "headers": _raw({"Content-Type": sdk.CONTENT_TYPE_JSON, "Content-Length": str(len(body)),
-                                     **session})})
+                                     **self._session_header()})})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -206,7 +213,7 @@ async def _first(events: "_RequestEvents", within: float) -> tuple[sdk.EventMess
     instead (the session ended, or the stream was closed for the client to resume)."""
     try:
         return await events.receive(within), False
-    except (anyio.EndOfStream, anyio.ClosedResourceError):
+    except anyio.EndOfStream:
         return None, True
 
 

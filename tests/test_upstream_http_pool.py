@@ -47,13 +47,13 @@ async def test_every_connection_of_a_busy_upstream_is_kept_for_the_next_calls() 
     counting = CountingServer()
     server = await asyncio.start_server(counting.handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
-    try:
-        with anyio.fail_after(WAIT):
+    with anyio.fail_after(WAIT):
+        try:
             async with http_client() as http:
                 for _ in range(2):
                     answers = await asyncio.gather(*(http.get(url) for _ in range(IN_FLIGHT)))
                     assert all(answer.text == "ok" for answer in answers)
-    finally:
-        server.close()
-        await server.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
     assert counting.connections == IN_FLIGHT, "the second round reuses the first round's connections"
