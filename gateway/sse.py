@@ -37,11 +37,13 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 from mcp.server import streamable_http as sdk
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError, JSONRPCRequest, JSONRPCResponse,
                        jsonrpc_message_adapter)
 from pydantic import ValidationError
@@ -97,6 +99,13 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
     """The SDK's transport, answering handshake-era requests itself (module docstring)."""
 
     ping_interval: float = EventSourceResponse.DEFAULT_PING_INTERVAL
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[tuple[Any, Any]]:
+        """The SDK's streams, the session's messages to a request answered here delivered by their
+        sender (``_DirectRoutes``) rather than by the SDK's message router task."""
+        async with super().connect() as (read_stream, write_stream):
+            yield read_stream, _DirectRoutes(self, write_stream)
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         message = self._request_to_answer(scope, request)
@@ -206,6 +215,60 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
                     "headers": _raw({"Content-Type": sdk.CONTENT_TYPE_JSON, "Content-Length": str(len(body)),
                                      **self._session_header()})})
         await send({"type": "http.response.body", "body": body})
+
+
+class _DirectRoutes:
+    """The write stream the session's dispatcher sends on. A message for a request whose answer
+    ``GatewayTransport`` holds (its stream a ``_RequestEvents``) is stored and queued right here,
+    in the sender's task, as the SDK's message router would store and queue it; every other message
+    (the GET stream's, a request the SDK answers, one whose answer is gone) goes to the router as
+    before. A request's stream is registered before the request is dispatched and removed after
+    its answer, so all of one request's messages take one path, in the order they were sent: the
+    result still never overtakes a notification sent before it. Saves a task switch and a
+    context-carrying stream per message."""
+
+    __slots__ = ("_transport", "_router")
+
+    def __init__(self, transport: GatewayTransport, router: Any) -> None:
+        self._transport = transport
+        self._router = router
+
+    async def send(self, item: SessionMessage) -> None:
+        target = _target(item)
+        streams = self._transport._request_streams.get(target) if target is not None else None
+        events = streams[0] if streams is not None else None
+        if not isinstance(events, _RequestEvents):
+            await self._router.send(item)
+            return
+        store = self._transport._event_store
+        event_id = await store.store_event(target, item.message) if store is not None else None  # type: ignore[arg-type]
+        try:
+            await events.send(sdk.EventMessage(item.message, event_id))
+        except anyio.ClosedResourceError:  # the answer ended meanwhile: stored for a replay, as the router does
+            self._transport._request_streams.pop(target, None)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._router.close()
+
+    async def aclose(self) -> None:
+        await self._router.aclose()
+
+    async def __aenter__(self) -> "_DirectRoutes":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _target(item: SessionMessage) -> str | None:
+    """The request a message belongs to, as the SDK's message router decides it."""
+    message = item.message
+    if isinstance(message, JSONRPCResponse | JSONRPCError):
+        return str(message.id) if message.id is not None else None
+    metadata = item.metadata
+    if isinstance(metadata, ServerMessageMetadata) and metadata.related_request_id is not None:
+        return str(metadata.related_request_id)
+    return None
 
 
 async def _first(events: "_RequestEvents", within: float) -> tuple[sdk.EventMessage | None, bool]:
