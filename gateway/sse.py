@@ -282,25 +282,31 @@ async def _first(events: "_RequestEvents", within: float) -> tuple[sdk.EventMess
 
 class _RequestEvents:
     """The stream of one request's messages, in place of the memory object stream pair the SDK
-    makes for it: the SDK's message router sends to it, the transport closes it (``close``,
-    ``aclose``), and the POST reads it with a timeout that cannot lose a message. (A memory object
+    makes for it: ``_DirectRoutes`` (or the SDK's message router) sends to it, the transport closes
+    it (``close``, ``aclose``), and the POST reads it with a timeout that cannot lose a message. (A memory object
     stream's ``receive`` cancelled by its deadline just as a message is handed to it drops that
-    message: a progress notification could vanish that way.) At most ``size`` messages wait; the
-    router then waits, as it would on the SDK's stream."""
+    message: a progress notification could vanish that way.) At most ``size`` messages wait; a
+    sender then waits, as it would on the SDK's stream."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: deque[sdk.EventMessage] = deque()
         self._closed = False
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made by whoever waits (most sends find nobody waiting)
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
 
     async def send(self, item: sdk.EventMessage) -> None:
         while len(self._items) >= self._size and not self._closed:
-            await self._changed.wait()
+            await self._wait()
         if self._closed:
             raise anyio.ClosedResourceError
         self._items.append(item)
@@ -309,9 +315,10 @@ class _RequestEvents:
     async def receive(self, within: float = math.inf) -> sdk.EventMessage | None:
         """The next message; None when none came ``within`` seconds; ``EndOfStream`` once closed
         and read to the end."""
-        with anyio.move_on_after(within):
-            while not self._items and not self._closed:
-                await self._changed.wait()
+        if not self._items and not self._closed:
+            with anyio.move_on_after(within):
+                while not self._items and not self._closed:
+                    await self._wait()
         if self._items:
             item = self._items.popleft()
             self._wake()

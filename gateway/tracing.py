@@ -5,8 +5,8 @@ trace context into each request's ``_meta``: about 7 us each, with nothing recor
 provider is installed. The gateway installs none, but ``opentelemetry-instrument mcpgw serve``
 would, and then every span is kept. The server side drops the SDK's span middleware at build time
 (gateway/proxy.py); the client side has no such seam (the span is in the SDK's JSON-RPC
-dispatcher), so ``install()`` gives the dispatcher a span function that asks first. Without a
-provider the current span is never valid, so the context the SDK would inject is empty anyway.
+dispatcher), so ``install()`` gives the dispatcher functions that do nothing. Without a provider
+the current span is never valid, so the context the SDK would inject is empty anyway.
 """
 
 from __future__ import annotations
@@ -25,16 +25,19 @@ def tracing() -> bool:
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
-def _span(name: str, **kwargs: Any) -> AbstractContextManager[Any]:
-    return otel_span(name, **kwargs) if tracing() else nullcontext(trace.INVALID_SPAN)
+def _no_span(name: str, **kwargs: Any) -> AbstractContextManager[Any]:
+    return nullcontext(trace.INVALID_SPAN)
 
 
-def _inject(meta: dict[str, Any]) -> None:
-    if tracing():
-        inject_trace_context(meta)
+def _no_injection(meta: dict[str, Any]) -> None:
+    return None
 
 
 def install() -> None:
-    """The SDK's dispatcher opens its span per request only while tracing (idempotent)."""
-    dispatcher.otel_span = _span  # type: ignore[assignment]
-    dispatcher.inject_trace_context = _inject
+    """The SDK's dispatcher opens its span and injects trace context per request only while
+    tracing: decided when a server is built (as the server side's span middleware is; a provider
+    comes with ``opentelemetry-instrument``, before that), not per request: asking the tracer
+    provider reads the environment each time."""
+    on = tracing()
+    dispatcher.otel_span = otel_span if on else _no_span  # type: ignore[assignment]
+    dispatcher.inject_trace_context = inject_trace_context if on else _no_injection
