@@ -2,20 +2,31 @@
 the upstream's, and calls/s (HTTP front, 16 sessions by default).
 
     python -m bench.ab OTHER_CHECKOUT [--rounds 4] [--calls 4000] [--sessions 16] [--upstream stdio|http]
+    python -m bench.ab OTHER_CHECKOUT --instructions [--calls 1000]
 
 (`git worktree add /tmp/base HEAD~3` makes one.) This checkout is "b", the other "a". On a noisy
 machine one run says little: the very same build moves by up to ±30% between runs here
 (docs/benchmarks.md). Rounds alternate a, b, a, b..., each a fresh gateway and upstream warmed up
 before the clock starts, and the medians are compared: how every fix in docs/benchmarks.md was
 measured. Each checkout runs with this environment's Python and packages.
+
+``--instructions`` counts instead of timing: the gateway runs under valgrind's callgrind
+(instrumentation switched on only after the warm-up, with ``callgrind_control``), and the figure is
+the instructions it executed per call, its own process only (not the kernel's work for its system
+calls, nor the upstream's). The count repeats to about 0.1% from run to run where CPU time moves by
+30%, so one round each settles a change of 1%; it sees what a change does to the gateway's own
+work, not to cache misses or system calls, which CPU time still has to confirm. Needs ``valgrind``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import shutil
 import statistics
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,11 +41,12 @@ from bench import run as bench_run  # noqa: E402
 WARMUP_CALLS = 300
 
 
-def launcher(checkout: Path, directory: Path) -> str:
-    """An ``mcpgw`` command that runs the gateway package of ``checkout``."""
+def launcher(checkout: Path, directory: Path, wrapper: str = "") -> str:
+    """An ``mcpgw`` command that runs the gateway package of ``checkout`` (under ``wrapper``, a
+    command prefix, if any)."""
     script = directory / f"mcpgw-{checkout.name or 'checkout'}"
     script.write_text(f'#!/bin/sh\nPYTHONPATH="{checkout}${{PYTHONPATH:+:$PYTHONPATH}}" '
-                      f'exec "{sys.executable}" -m gateway "$@"\n', encoding="utf-8")
+                      f'exec {wrapper}"{sys.executable}" -m gateway "$@"\n', encoding="utf-8")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return str(script)
 
@@ -62,6 +74,44 @@ async def one_round(mcpgw: str, args: argparse.Namespace) -> dict[str, float]:
             "calls_per_s": done["calls_per_s"]}
 
 
+async def counted_round(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One round under callgrind: the gateway's instructions per call (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        out = Path(workdir) / "callgrind.out"
+        mcpgw = launcher(checkout, Path(workdir), f"valgrind -q --tool=callgrind --instr-atstart=no "
+                                                  f"--callgrind-out-file={out} ")
+        bench = bench_run.Bench(Path(workdir), bench_run.Settings.quick(), mcpgw=mcpgw)
+        running = await bench_run.start_mcpgw(bench, "http", args.upstream)
+        try:
+            opener, _ = await bench_run._openers(running, "raw", None)
+            control = await opener()
+            tool, _ = await bench_run._echo_tool(control)
+            await load.throughput(opener, tool, args.sessions, WARMUP_CALLS, 120)
+            _callgrind_control("--instr=on", running.front_pid)
+            done = await load.throughput(opener, tool, args.sessions, args.calls, 600)
+            _callgrind_control("--dump", running.front_pid)
+            _callgrind_control("--instr=off", running.front_pid)
+            await control.close()
+        finally:
+            await running.stop()
+        dumps = [path.read_text(errors="replace") for path in Path(workdir).glob("callgrind.out*")]
+    totals = [int(found.group(1)) for text in dumps if "Trigger: dump" in text
+              for found in [re.search(r"^totals: (\d+)", text, re.M)] if found]
+    if done["errors"] or done["mismatched"] or len(totals) != 1:
+        raise RuntimeError(f"{checkout}: {done['errors']} errors, {done['mismatched']} mismatched, {len(totals)} dumps")
+    calls = done["calls"] + args.sessions  # each session's first call is inside the count too
+    return {"instructions_m": totals[0] / calls / 1e6, "calls": calls}
+
+
+def _callgrind_control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True, timeout=60)
+
+
+async def count(args: argparse.Namespace) -> dict[str, Any]:
+    here = Path(__file__).resolve().parent.parent
+    return {"a": await counted_round(Path(args.other).resolve(), args), "b": await counted_round(here, args)}
+
+
 async def compare(args: argparse.Namespace) -> dict[str, Any]:
     here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as scripts:
@@ -81,7 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--upstream", choices=["stdio", "http"], default="stdio")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count the gateway's instructions per call under callgrind (one round each)")
     args = parser.parse_args(argv)
+    if args.instructions:
+        if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+            parser.error("--instructions needs valgrind (callgrind_control included)")
+        args.calls = min(args.calls, 1000)  # about 50x slower under callgrind; 1,000 calls repeat to ~0.1%
+        counted = asyncio.run(count(args))
+        for name, label in (("a", args.other), ("b", "this checkout")):
+            print(f"{name} ({label}): {counted[name]['instructions_m']:.3f} M instructions per call "
+                  f"(gateway process, {counted[name]['calls']} calls)")
+        change = counted["b"]["instructions_m"] / counted["a"]["instructions_m"] - 1
+        print(f"b - a: {change:+.1%}")
+        return 0
     found = asyncio.run(compare(args))
     for name, label in (("a", args.other), ("b", "this checkout")):
         figures = found[name]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,19 @@ def test_ab_comparison_runs_both_checkouts_in_turn() -> None:
     lines = run.stdout.splitlines()
     assert [line.split(" ", 1)[0] for line in lines] == ["a", "b"], run.stdout
     assert all("gateway CPU/call" in line and "calls/s" in line for line in lines)
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_ab_instruction_count_runs_both_checkouts_under_callgrind() -> None:
+    """`python -m bench.ab OTHER --instructions`: each side's gateway counted under callgrind, the
+    count taken after the warm-up, every answer checked."""
+    run = subprocess.run([sys.executable, "-m", "bench.ab", str(ROOT), "--instructions", "--calls", "20",
+                          "--sessions", "2"], cwd=ROOT, timeout=170, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["a", "b", "b"], run.stdout
+    counts = [float(line.split("): ")[1].split(" M ")[0]) for line in lines[:2]]
+    assert all(count > 0.1 for count in counts), run.stdout  # a gateway's call is millions, not nothing
 
 
 def test_proxy_benchmark_quick_run_checks_every_reply(tmp_path: Path) -> None:
