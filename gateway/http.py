@@ -106,16 +106,34 @@ def build_app(gateway: Gateway, *, stateless: bool, reloader: Reloader | None = 
         async with managers.running():
             yield
 
+    root = _Endpoint(managers, ROOT)
     app = Starlette(
         routes=[
-            Route(path, endpoint=_Endpoint(managers, ROOT), methods=_METHODS),
+            Route(path, endpoint=root, methods=_METHODS),
             Route("/ns/{namespace}" + path, endpoint=_Endpoint(managers, None), methods=_METHODS),
             *status_routes(gateway, reloader),
             Route(WELL_KNOWN + "{endpoint:path}", _resource_metadata(gateway, path), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
-    return _Guarded(gateway, app, endpoints_at(path))
+    return _Guarded(gateway, _RootFirst(app, path, root), endpoints_at(path))
+
+
+class _RootFirst:
+    """A request for the root MCP endpoint (nearly every request) goes to it straight; the rest
+    take Starlette's router and its error middleware. The router would find the same endpoint,
+    after two middleware and a regex match per route: about 2% of a call's CPU."""
+
+    def __init__(self, app: ASGIApp, path: str, root: ASGIApp) -> None:
+        self.app, self.path, self.root = app, path, root
+        self.methods = frozenset(_METHODS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["path"] == self.path and scope["method"] in self.methods
+                and not scope.get("root_path")):
+            await self.root(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _resource_metadata(gateway: Gateway, path: str) -> Callable[[Request], Any]:
