@@ -8,6 +8,7 @@ with ``fail_after`` instead of timing anything.
 
 from __future__ import annotations
 
+import socket
 import hashlib
 import io
 import json
@@ -405,3 +406,44 @@ def test_validators_are_compiled_once_per_schema(monkeypatch: pytest.MonkeyPatch
     for i in range(3):
         validator.check(tool({"type": "object", "title": str(i)}), {})
     assert len(validator._by_identity) == 2 and len(validator._by_content) == 2
+
+
+def test_arguments_are_checked_in_rust_and_the_reference_words_the_errors() -> None:
+    """jsonschema-rs answers whether arguments fit; jsonschema says why, and decides a disagreement."""
+    from jsonschema import Draft202012Validator
+
+    from gateway.security.arguments import _Compiled
+
+    validator = ArgumentValidator()
+    assert validator.check(SEARCH, {"query": "q"}) is None
+    assert validator._validator(SEARCH).fast is not None  # the schema compiled for the Rust side too
+
+    class Says:
+        def __init__(self, answer: object) -> None:
+            self.answer = answer
+
+        def is_valid(self, instance: object) -> bool:
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return bool(self.answer)
+
+    integer = Draft202012Validator({"type": "integer"})
+    assert _Compiled(integer, Says(False)).is_valid(1)  # the reference overrules a wrong "no"
+    assert _Compiled(integer, Says(ValueError("cannot take it"))).is_valid(1)  # and decides when it fails
+    assert not _Compiled(integer, Says(False)).is_valid("x")
+    assert _Compiled(integer, None).is_valid(1) and not _Compiled(integer, None).is_valid("x")
+
+
+def test_a_remote_ref_is_never_fetched() -> None:
+    """A tool's schema comes from an upstream: validating it must not make the gateway fetch URLs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/a.json"
+        remote = tool({"type": "object", "properties": {"a": {"$ref": url}}})
+        validator = ArgumentValidator()
+        assert validator.check(remote, {"a": 1}) is None  # unusable without the document: not validated
+        assert validator._validator(remote) is None or validator._validator(remote).fast is None
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
