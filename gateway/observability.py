@@ -38,10 +38,18 @@ class Metrics:
         self.rate_limited = Counter("mcpgw_rate_limited", "Requests refused by a rate limit.", ["scope"],
                                     registry=self.registry)
         self.registry.register(_StateCollector(gateway))
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe(self, method: str, server: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(method, server, outcome).inc()
-        self.latency.labels(method, server).observe(seconds)
+        """Count one answered request. The labelled children are looked up once per combination
+        (``labels()`` validates and locks on every call: a few microseconds per request)."""
+        key = (method, server, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(method, server, outcome),
+                                              self.latency.labels(method, server))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
