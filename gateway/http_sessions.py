@@ -57,6 +57,13 @@ class SessionManager(StreamableHTTPSessionManager):
         self.signing_key = signing_key
         self.sessions = sessions
 
+    async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The SDK's handling without its body limit: the front door (``security.front_door``) has
+        read every POST body to an endpoint already, bounded by the same ``max_body_bytes``, and
+        the SDK would read it again from the front door's replay (GET and DELETE bodies are never
+        read)."""
+        await self._handle_request(scope, receive, send)
+
     async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
         if session_id is None:
