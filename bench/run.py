@@ -1,6 +1,6 @@
 """The proxy benchmark: the floor and mcpgw, side by side, in one run.
 
-    python -m bench.run [--quick] [--only NAME ...] [--out bench/results/proxy.json]
+    python -m bench.run [--quick] [--only NAME ...] [--rounds N] [--out bench/results/proxy.json]
 
 (``python bench/run.py`` works too.) Starts bench/upstream.py and, one target at a time:
 
@@ -22,6 +22,11 @@ listing N x M tools itself) and ``list-mcpgw-NxM`` (the gateway in front of N St
 servers of M tools each: N server entries, each its own upstream session, on one upstream process),
 and the peers in front of 1,000 tools (``list-fastmcp-20x50``; ``list-mcp-proxy-1x1000``: it cannot
 merge servers, so one upstream listing 1,000 tools).
+
+``--rounds N`` measures every target N times, in turn (all targets, then all again): the table
+holds each figure's median over the rounds, and each ratio below it is the median of the rounds'
+own ratios. On a machine whose speed drifts by tens of percent within minutes, a single round can
+put the peer in a slow phase and mcpgw in a fast one, or the reverse.
 
 The peers are measured exactly like mcpgw, but their errors and mismatches are only reported: the
 run exits non-zero for a floor's or mcpgw's, not for a peer's. ``--no-peers`` leaves them out, and
@@ -53,6 +58,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -739,11 +745,16 @@ GATEWAY = "mcpgw-http-stdio"  # the mcpgw target held against the peers (the sam
 IDLE_SESSION_GOAL_KB = 50.0
 
 
-def ratios(results: dict[str, Any], lists: dict[str, Any]) -> dict[str, Any]:
+def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str, Any]] | None = None
+           ) -> dict[str, Any]:
     """The issue's comparison: ``mcpgw-http-stdio`` against the best peer (the lowest added p50
     among the peers measured without an error or a mismatch: a fast peer that mixes sessions up
     is not a standard to meet), each figure with its goal, met or missed; and against every clean
-    peer (``by_peer``), since the best by latency need not be the best at everything."""
+    peer (``by_peer``), since the best by latency need not be the best at everything.
+
+    With several ``rounds`` (``--rounds``), ``results`` holds the medians, and each ratio is the
+    median of the ratios of the rounds: within a round mcpgw and the peer ran minutes apart at
+    most, while the machine's speed drifts between rounds; the per-round ratios are kept."""
     mine = results.get(GATEWAY)
     measured = {name: f for name, f in results.items() if f.get("peer") and "sequential" in f}
     if not mine or "sequential" not in mine or not measured:
@@ -762,6 +773,17 @@ def ratios(results: dict[str, Any], lists: dict[str, Any]) -> dict[str, Any]:
     out["best_peer"] = best
     out["checks"] = _checks(mine, clean[best], lists)
     out["by_peer"] = {name: _checks(mine, f, lists) for name, f in clean.items()}
+    if rounds and len(rounds) > 1:
+        per_round = [_checks(r[GATEWAY], r[best], lists) for r in rounds
+                     if "sequential" in r.get(GATEWAY, {}) and "sequential" in r.get(best, {})]
+        for i, check in enumerate(out["checks"]):
+            found = [checks[i]["ratio"] for checks in per_round if i < len(checks) and checks[i]["ratio"] is not None]
+            if check["ratio"] is not None and found:
+                check["ratio"] = round(statistics.median(found), 3)
+                check["rounds"] = found
+                goal = float(check["goal"].split()[1].rstrip("x"))
+                check["met"] = check["ratio"] <= goal if check["goal"].startswith("<=") else check["ratio"] >= goal
+        out["rule"] += f"; each ratio the median of {len(per_round)} rounds' ratios"
     return out
 
 
@@ -949,15 +971,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             lists[f"list-{name}"] = failed(f"{name}, tools/list", f"not installed: {installed[name]['error']}", name)
         print(f"tools/list: {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
 
-    jobs = [one(target) for target in chosen] + ([listing()] if with_lists else [])
+    rounds: list[dict[str, Any]] = []  # each round's results (one round unless --rounds)
+    jobs: list[Any] = []
     try:
-        if args.quick:
-            # Everything at once: --quick figures are not meant to be read, only that everything
-            # works (every reply checked). A full run measures one target at a time, alone.
-            await asyncio.gather(*jobs)
-        else:
-            for job in jobs:
-                await job
+        for round_number in range(args.rounds):
+            if round_number:
+                rounds.append(results)
+                results = {}  # `one` fills the current round's
+            last = round_number == args.rounds - 1
+            batch = [one(target) for target in chosen] + ([listing()] if with_lists and last else [])
+            jobs += batch
+            if args.quick:
+                # Everything at once: --quick figures are not meant to be read, only that everything
+                # works (every reply checked). A full run measures one target at a time, alone.
+                await asyncio.gather(*batch)
+            else:
+                for job in batch:
+                    await job
     finally:
         for job in jobs:
             job.close()  # the ones never awaited (an interrupted run)
@@ -968,12 +998,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"logs: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    results = {target.name: results[target.name] for target in chosen if target.name in results}  # table order
-    compare(results)
-    return {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
-                                                                   "mcpgw": args.mcpgw},
-            "elapsed_s": round(time.perf_counter() - started, 1), "peers": installed, "targets": results,
-            "tools_list": lists, "ratios": ratios(results, lists)}
+    rounds.append(results)
+    for found in rounds:
+        compare(found)
+    ordered = [{target.name: found[target.name] for target in chosen if target.name in found} for found in rounds]
+    results = ordered[0] if len(ordered) == 1 else median_of_rounds(ordered)
+    report = {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
+                                                                     "mcpgw": args.mcpgw, "rounds": len(ordered)},
+              "elapsed_s": round(time.perf_counter() - started, 1), "peers": installed, "targets": results,
+              "tools_list": lists, "ratios": ratios(results, lists, ordered)}
+    if len(ordered) > 1:
+        report["rounds"] = ordered
+    return report
+
+
+def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each target's figures over the rounds: every number the median of its rounds, errors and
+    mismatches summed (one in any round counts), a target that failed in any round failed."""
+    merged: dict[str, Any] = {}
+    for name in rounds[0]:
+        found = [r[name] for r in rounds if name in r]
+        failure = next((f for f in found if "error" in f and "sequential" not in f), None)
+        merged[name] = failure if failure is not None else _median_figures(found)
+        if failure is None:
+            merged[name]["errors"] = sum(f.get("errors", 0) for f in found)
+            merged[name]["mismatched"] = sum(f.get("mismatched", 0) for f in found)
+    return merged
+
+
+def _median_figures(found: list[Any]) -> Any:
+    first = found[0]
+    if isinstance(first, dict):
+        return {key: _median_figures([f[key] for f in found if isinstance(f, dict) and key in f]) for key in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool) and \
+            all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in found):
+        middle = statistics.median(found)
+        return round(middle, 3) if isinstance(middle, float) else middle
+    return first
 
 
 def failed(label: str, error: str, peer: str | None = None) -> dict[str, Any]:
@@ -1036,6 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (path on stderr)")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave the peers out (else their venvs under bench/.venvs are made when missing)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every target this many times, in turn; medians (ratios: of each round's)")
     parser.add_argument("--chart-to", type=Path, default=None,
                         help="write the chart there too (e.g. docs/img/benchmarks.png; needs matplotlib)")
     args = parser.parse_args(argv)

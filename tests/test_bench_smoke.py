@@ -184,3 +184,25 @@ def test_ratios_hold_mcpgw_against_the_fastest_peer_without_errors() -> None:
     assert "MISSED" not in run.render_ratios(found)
     results["mcpgw-http-stdio"]["cpu_ms_per_call"]["front"] = 0.8
     assert "MISSED" in run.render_ratios(run.ratios(results, lists))
+
+
+def test_rounds_give_medians_and_each_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    """`--rounds N`: the machine's speed drifts between rounds, so mcpgw is held against the peer
+    round by round (they ran minutes apart at most) and the ratios' median decides."""
+    run = _bench_run()
+    rounds = [{"mcpgw-http-stdio": _figures(1.0, 600, 0.4), "mcp-proxy-http-stdio": _figures(2.0, 500, 1.0, peer="p")},
+              {"mcpgw-http-stdio": _figures(2.0, 300, 0.8), "mcp-proxy-http-stdio": _figures(4.0, 250, 2.0, peer="p")},
+              {"mcpgw-http-stdio": _figures(1.5, 500, 0.9, mismatched=1),
+               "mcp-proxy-http-stdio": _figures(1.0, 600, 0.6, peer="p")}]
+    merged = run.median_of_rounds(rounds)
+    mine = merged["mcpgw-http-stdio"]
+    assert (mine["added_p50_ms"], mine["throughput_16"]["calls_per_s"], mine["cpu_ms_per_call"]["front"]) == \
+        (1.5, 500, 0.8)
+    assert mine["mismatched"] == 1  # one in any round counts
+    found = run.ratios(merged, {}, rounds)
+    verdicts = {check["what"]: check for check in found["checks"]}
+    cpu = verdicts["proxy CPU per call"]
+    assert cpu["rounds"] == [0.4, 0.4, 1.5] and cpu["ratio"] == 0.4 and cpu["met"]  # not 0.8 / 1.0 of the medians
+    assert verdicts["added p50"]["ratio"] == 0.5 and verdicts["added p50"]["met"]
+    failed = [{**rounds[0], "mcpgw-http-stdio": run.failed("mcpgw", "boom")}, rounds[1]]
+    assert run.median_of_rounds(failed)["mcpgw-http-stdio"]["error"] == "boom"
