@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections import deque
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -225,27 +226,34 @@ class _DirectRoutes:
     before. A request's stream is registered before the request is dispatched and removed after
     its answer, so all of one request's messages take one path, in the order they were sent: the
     result still never overtakes a notification sent before it. Saves a task switch and a
-    context-carrying stream per message."""
+    context-carrying stream per message.
+
+    The transport is held weakly: the session's dispatcher holds this stream, and the SDK's objects
+    lead from the transport back to the dispatcher, so a strong reference made a cycle that kept
+    every ended session (its event store included) until a full garbage collection, which the
+    gateway's collector settings make rare (``serve._settle_gc``)."""
 
     __slots__ = ("_transport", "_router")
 
     def __init__(self, transport: GatewayTransport, router: Any) -> None:
-        self._transport = transport
+        self._transport = weakref.ref(transport)
         self._router = router
 
     async def send(self, item: SessionMessage) -> None:
         target = _target(item)
-        streams = self._transport._request_streams.get(target) if target is not None else None
+        transport = self._transport()
+        streams = transport._request_streams.get(target) if transport is not None and target is not None else None
         events = streams[0] if streams is not None else None
         if not isinstance(events, _RequestEvents):
             await self._router.send(item)
             return
-        store = self._transport._event_store
-        event_id = await store.store_event(target, item.message) if store is not None else None  # type: ignore[arg-type]
+        assert transport is not None and target is not None
+        store = transport._event_store
+        event_id = await store.store_event(target, item.message) if store is not None else None
         try:
             await events.send(sdk.EventMessage(item.message, event_id))
         except anyio.ClosedResourceError:  # the answer ended meanwhile: stored for a replay, as the router does
-            self._transport._request_streams.pop(target, None)  # type: ignore[arg-type]
+            transport._request_streams.pop(target, None)
 
     def close(self) -> None:
         self._router.close()

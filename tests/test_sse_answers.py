@@ -3,6 +3,7 @@ before its result, the SSE stream it always was when it does (or takes longer th
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,18 @@ def test_the_gateway_answers_the_sdks_posts_itself() -> None:
         assert callable(getattr(sdk_transport.StreamableHTTPServerTransport, part)), part
     transport = sdk_transport.StreamableHTTPServerTransport(mcp_session_id=None)
     assert transport._request_streams == {} and transport._read_stream_writer is None
+
+
+def test_the_sessions_write_stream_holds_its_transport_weakly() -> None:
+    """The dispatcher holds the write stream and the SDK's objects lead from the transport back to
+    it: held strongly, every ended session (its event store of answers included) stayed in memory
+    until a full garbage collection, which the gateway's collector settings make rare. Measured:
+    +50 MB over 54,000 calls in 64-session rounds, freed only by ``gc.collect()``."""
+    transport = sse.GatewayTransport(mcp_session_id="s")
+    routes = sse._DirectRoutes(transport, router=None)
+    freed = weakref.ref(transport)
+    del transport
+    assert freed() is None and routes._transport() is None  # reference counting alone freed it
 
 
 def test_events_are_encoded_as_the_sdk_shapes_them() -> None:
