@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 if __package__ in (None, ""):  # `python bench/ab.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,22 +52,31 @@ def launcher(checkout: Path, directory: Path, wrapper: str = "") -> str:
     return str(script)
 
 
+@asynccontextmanager
+async def warmed_gateway(workdir: Path, mcpgw: str, args: argparse.Namespace,
+                         warmup_seconds: float) -> AsyncIterator[tuple[Any, load.Opener, str]]:
+    """A gateway (``mcpgw``) in front of a fresh upstream, warmed up by ``WARMUP_CALLS`` calls:
+    (the running processes, a session opener, the echo tool); stopped at the end."""
+    bench = bench_run.Bench(workdir, bench_run.Settings.quick(), mcpgw=mcpgw)
+    running = await bench_run.start_mcpgw(bench, "http", args.upstream)
+    try:
+        opener, _ = await bench_run._openers(running, "raw", None)
+        control = await opener()
+        tool, _ = await bench_run._echo_tool(control)
+        await load.throughput(opener, tool, args.sessions, WARMUP_CALLS, warmup_seconds)
+        yield running, opener, tool
+        await control.close()
+    finally:
+        await running.stop()
+
+
 async def one_round(mcpgw: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as workdir:
-        bench = bench_run.Bench(Path(workdir), bench_run.Settings.quick(), mcpgw=mcpgw)
-        running = await bench_run.start_mcpgw(bench, "http", args.upstream)
-        try:
-            opener, _ = await bench_run._openers(running, "raw", None)
-            control = await opener()
-            tool, _ = await bench_run._echo_tool(control)
+        async with warmed_gateway(Path(workdir), mcpgw, args, 30) as (running, opener, tool):
             upstream = running.upstream_pid or bench_run.upstream_child(running.front_pid)
-            await load.throughput(opener, tool, args.sessions, WARMUP_CALLS, 30)
             meter = bench_run._CpuMeter({"front": running.front_pid, "upstream": upstream})
             done = await load.throughput(opener, tool, args.sessions, args.calls, 120)
             spent = meter.spent()
-            await control.close()
-        finally:
-            await running.stop()
     if done["errors"] or done["mismatched"]:
         raise RuntimeError(f"{mcpgw}: {done['errors']} errors, {done['mismatched']} mismatched answers")
     calls = done["calls"]
@@ -80,20 +90,11 @@ async def counted_round(checkout: Path, args: argparse.Namespace) -> dict[str, f
         out = Path(workdir) / "callgrind.out"
         mcpgw = launcher(checkout, Path(workdir), f"valgrind -q --tool=callgrind --instr-atstart=no "
                                                   f"--callgrind-out-file={out} ")
-        bench = bench_run.Bench(Path(workdir), bench_run.Settings.quick(), mcpgw=mcpgw)
-        running = await bench_run.start_mcpgw(bench, "http", args.upstream)
-        try:
-            opener, _ = await bench_run._openers(running, "raw", None)
-            control = await opener()
-            tool, _ = await bench_run._echo_tool(control)
-            await load.throughput(opener, tool, args.sessions, WARMUP_CALLS, 120)
+        async with warmed_gateway(Path(workdir), mcpgw, args, 120) as (running, opener, tool):
             _callgrind_control("--instr=on", running.front_pid)
             done = await load.throughput(opener, tool, args.sessions, args.calls, 600)
             _callgrind_control("--dump", running.front_pid)
             _callgrind_control("--instr=off", running.front_pid)
-            await control.close()
-        finally:
-            await running.stop()
         dumps = [path.read_text(errors="replace") for path in Path(workdir).glob("callgrind.out*")]
     totals = [int(found.group(1)) for text in dumps if "Trigger: dump" in text
               for found in [re.search(r"^totals: (\d+)", text, re.M)] if found]

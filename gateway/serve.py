@@ -11,7 +11,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import sniffio
@@ -53,33 +53,32 @@ async def serve(config_path: Path | None, config: GatewayConfig, options: ServeO
     await sources.refresh_all(config)  # serving begins with what the sources had (each bounded by its timeout)
     gateway = Gateway(sources.merged(config), sources)
     reloader = Reloader(gateway, config_path, load, on_applied=_settle_gc)
-    with _asyncio_known():
-        async with anyio.create_task_group() as tg:
-            await tg.start(gateway.run)
-            ready, total = gateway.counts()
-            log.info("%d of %d servers ready", ready, total)
-            _settle_gc()
-            await tg.start(_reload_on_sighup, reloader)  # before anything is announced: SIGHUP's default kills
-            if options.watch and config_path is not None:
-                tg.start_soon(watch_config, config_path, reloader.reload)
-            if config.sources:
-                tg.start_soon(sources.run, lambda: gateway.current.config, reloader.reload)
-            if transport == "stdio":
-                if config.observability.status_port:
-                    tg.start_soon(_serve_status, gateway, reloader, config.observability.status_port)
-                stdin = StdinLines()
+    async with _asyncio_known(), anyio.create_task_group() as tg:
+        await tg.start(gateway.run)
+        ready, total = gateway.counts()
+        log.info("%d of %d servers ready", ready, total)
+        _settle_gc()
+        await tg.start(_reload_on_sighup, reloader)  # before anything is announced: SIGHUP's default kills
+        if options.watch and config_path is not None:
+            tg.start_soon(watch_config, config_path, reloader.reload)
+        if config.sources:
+            tg.start_soon(sources.run, lambda: gateway.current.config, reloader.reload)
+        if transport == "stdio":
+            if config.observability.status_port:
+                tg.start_soon(_serve_status, gateway, reloader, config.observability.status_port)
+            stdin = StdinLines()
 
-                async def graceful() -> None:
-                    await gateway.drain(config.gateway.drain_timeout)
-                    stdin.close()  # EOF: the server loop ends once it has written every answer it has
-                    await anyio.sleep(FLUSH_TIMEOUT)
-                    tg.cancel_scope.cancel()
+            async def graceful() -> None:
+                await gateway.drain(config.gateway.drain_timeout)
+                stdin.close()  # EOF: the server loop ends once it has written every answer it has
+                await anyio.sleep(FLUSH_TIMEOUT)
+                tg.cancel_scope.cancel()
 
-                await tg.start(_on_signals, graceful, tg.cancel_scope.cancel)
-                await _serve_stdio(gateway, stdin)
-            else:
-                await _serve_http(gateway, reloader, options, tg)
-            tg.cancel_scope.cancel()
+            await tg.start(_on_signals, graceful, tg.cancel_scope.cancel)
+            await _serve_stdio(gateway, stdin)
+        else:
+            await _serve_http(gateway, reloader, options, tg)
+        tg.cancel_scope.cancel()
 
 
 async def _serve_stdio(gateway: Gateway, stdin: StdinLines) -> None:
@@ -137,8 +136,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-@contextlib.contextmanager
-def _asyncio_known() -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def _asyncio_known() -> AsyncIterator[None]:
     """anyio asks sniffio which event loop runs for nearly everything it does (events, cancel
     scopes, streams: about 30 times per forwarded call). anyio.run answers it once, in a context
     variable, but uvicorn starts every request's task in an empty context, so each of those asks

@@ -14,10 +14,12 @@ the reference, says why when they do not (so the message is the same as it alway
 the last word when the two disagree. Neither fetches a remote ``$ref``: the schema comes from an
 upstream, and the reference left alone would fetch it with ``urlopen``, blocking the event loop
 for as long as the URL takes to answer (it gets an empty registry beside the specifications'
-metaschemas; the Rust one is told ``offline``). Neither asserts ``format``. Two bounded LRU caches find
-them: by the identity of the schema object (the routing table keeps the same ``Tool`` for every
-call, so a call costs one dict lookup and the validation itself), and behind it by the schema's
-canonical JSON, so a re-listed tool with an unchanged schema is not compiled again.
+metaschemas; the Rust one is told ``offline``). Neither asserts ``format``.
+
+Two bounded LRU caches find them: by the identity of the schema object (the routing table keeps
+the same ``Tool`` for every call, so a call costs one dict lookup and the validation itself), and
+behind it by the schema's canonical JSON, so a re-listed tool with an unchanged schema is not
+compiled again.
 """
 
 from __future__ import annotations
