@@ -781,8 +781,7 @@ def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str
             if check["ratio"] is not None and found:
                 check["ratio"] = round(statistics.median(found), 3)
                 check["rounds"] = found
-                goal = float(check["goal"].split()[1].rstrip("x"))
-                check["met"] = check["ratio"] <= goal if check["goal"].startswith("<=") else check["ratio"] >= goal
+                check["met"] = _meets(check["ratio"], check["limit"], check["at_most"])
         out["rule"] += f"; each ratio the median of {len(per_round)} rounds' ratios"
     return out
 
@@ -818,10 +817,13 @@ def _ratio(what: str, unit: str, mine: float | None, theirs: float | None, goal:
     """mcpgw's figure over the peer's, against a goal (``at_most``: lower is better). No ratio when
     the peer's figure is missing or not positive (an added latency at or under the floor's)."""
     ratio = mine / theirs if mine is not None and theirs is not None and theirs > 0 else None
-    met = None if ratio is None else (ratio <= goal if at_most else ratio >= goal)
     return {"what": what, "unit": unit, "mcpgw": mine, "peer": theirs,
             "ratio": None if ratio is None else round(ratio, 3), "goal": f"{'<=' if at_most else '>='} {goal}x",
-            "met": met}
+            "limit": goal, "at_most": at_most, "met": None if ratio is None else _meets(ratio, goal, at_most)}
+
+
+def _meets(ratio: float, limit: float, at_most: bool) -> bool:
+    return ratio <= limit if at_most else ratio >= limit
 
 
 def render_ratios(found: dict[str, Any]) -> str:
@@ -1102,6 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart-to", type=Path, default=None,
                         help="write the chart there too (e.g. docs/img/benchmarks.png; needs matplotlib)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if os.sep in args.mcpgw:  # the processes run in a work directory of their own
         args.mcpgw = str(Path(args.mcpgw).resolve())
     args.out = out = args.out or ROOT / "bench" / "results" / ("proxy-quick.json" if args.quick else "proxy.json")

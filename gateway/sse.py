@@ -12,8 +12,8 @@ if the handler finishes without emitting anything, answers ``application/json``
 
 ``GatewayTransport`` is the SDK's ``StreamableHTTPServerTransport`` with that done for the
 handshake era: a request is dispatched to the session exactly as the SDK dispatches it (the same
-metadata, the same per-request stream the SDK's message router feeds), and the POST's own task
-reads that stream for up to ``DEFER``. Is the first message the request's result, the answer is that
+metadata, a per-request stream registered where the SDK registers its own, fed by the messages'
+senders: ``_DirectRoutes``), and the POST's own task reads that stream for up to ``DEFER``. Is the first message the request's result, the answer is that
 result as ``application/json`` (the spec lets the server pick either; every client must read both).
 Anything else (progress, a log, a question to the client, an error), or nothing by ``DEFER``, and
 the answer becomes the SSE stream it always was: priming event first (minted before dispatch, as
@@ -154,7 +154,7 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
         request_id = str(message.id)
         priming = await self._mint_priming_event(request_id, version)
         events = _RequestEvents(sdk.REQUEST_STREAM_BUFFER_SIZE)
-        self._request_streams[request_id] = (events, events)  # type: ignore[assignment]  # what the router uses
+        self._request_streams[request_id] = (events, events)  # type: ignore[assignment]  # where senders look
         try:
             assert self._read_stream_writer is not None
             await self._read_stream_writer.send(self._create_session_message(message, request, request_id, version))
@@ -290,11 +290,11 @@ async def _first(events: "_RequestEvents", within: float) -> tuple[sdk.EventMess
 
 class _RequestEvents:
     """The stream of one request's messages, in place of the memory object stream pair the SDK
-    makes for it: ``_DirectRoutes`` (or the SDK's message router) sends to it, the transport closes
-    it (``close``, ``aclose``), and the POST reads it with a timeout that cannot lose a message. (A memory object
-    stream's ``receive`` cancelled by its deadline just as a message is handed to it drops that
-    message: a progress notification could vanish that way.) At most ``size`` messages wait; a
-    sender then waits, as it would on the SDK's stream."""
+    makes for it: ``_DirectRoutes`` (or the SDK's message router) sends to it, the transport
+    closes it (``close``, ``aclose``), and the POST reads it with a timeout that cannot lose a
+    message. (A memory object stream's ``receive`` cancelled by its deadline just as a message is
+    handed to it drops that message: a progress notification could vanish that way.) At most
+    ``size`` messages wait; a sender then waits, as it would on the SDK's stream."""
 
     def __init__(self, size: int) -> None:
         self._size = size

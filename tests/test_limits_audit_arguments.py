@@ -435,7 +435,18 @@ def test_arguments_are_checked_in_rust_and_the_reference_words_the_errors() -> N
 
 
 def test_a_remote_ref_is_never_fetched() -> None:
-    """A tool's schema comes from an upstream: validating it must not make the gateway fetch URLs."""
+    """A tool's schema comes from an upstream: validating it must not make the gateway fetch URLs.
+    (A fetch would connect, then wait for an answer that never comes: the default socket timeout
+    bounds that wait, so a regression fails in seconds.)"""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5)
+    try:
+        _never_fetches_a_remote_ref()
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _never_fetches_a_remote_ref() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)

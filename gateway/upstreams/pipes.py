@@ -119,7 +119,6 @@ class Lines(_Closable):
         await self._stdout.aclose()
 
 
-
 class Writes(_Closable):
     """The write stream: each message one line on the child's stdin, written by the sending task.
     A broken stdin ends the read side too, as the SDK's writer does: the session then sees the

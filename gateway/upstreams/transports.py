@@ -3,9 +3,9 @@
 Each opener is an async context manager yielding the SDK's (read, write) stream pair; leaving it
 closes the connection (for stdio: the child's whole process group is stopped, by the SDK's
 function; the streams are gateway/upstreams/pipes.py, the SDK's ``stdio_client`` without its relay
-tasks). A stdio child's
-stderr is not inherited: it is read line by line into our log under the server's name and kept as
-a short tail for diagnosis, so a chatty or flooding server cannot reach the gateway's own stderr.
+tasks). A stdio child's stderr is not inherited: it is read line by line into our log under the
+server's name and kept as a short tail for diagnosis, so a chatty or flooding server cannot reach
+the gateway's own stderr.
 """
 
 from __future__ import annotations
