@@ -295,8 +295,8 @@ def parse_messages(body: bytes) -> list[dict[str, Any]] | Refusal:
         return Refusal(400, PARSE_ERROR, f"Parse error: {e}")
     except RecursionError:
         return _too_deep()
-    if _deeper_than(data, MAX_DEPTH):
-        return _too_deep()
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        return _too_deep()  # (fewer brackets than the limit cannot nest deeper: no walk needed)
     messages = data if isinstance(data, list) else [data]
     if not messages:
         return Refusal(400, INVALID_REQUEST, "Invalid Request: an empty batch")
