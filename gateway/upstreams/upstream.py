@@ -387,7 +387,8 @@ class Upstream:
         lost = (lambda: self._dedicated.drop(caller)) if dedicated else self._connection_lost  # type: ignore[arg-type]
         try:
             started = time.perf_counter()
-            with anyio.fail_after(timeout), self.inflight.track():
+            # fail_after's own scope, without its two generator layers: every call passes here
+            with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline, self.inflight.track():
                 if dedicated:
                     client, channel = await self._dedicated.session_for(caller)  # type: ignore[arg-type]
                     with channel.serving(caller):
@@ -395,6 +396,8 @@ class Upstream:
                 else:
                     with self.back_channel.serving(caller):
                         result = await self._on_live_session(operation)
+            if deadline.cancelled_caught:
+                raise TimeoutError
             self.status.latency_ms = (time.perf_counter() - started) * 1000
             healthy = True
             return result
