@@ -26,6 +26,11 @@ class BoundedEventStore(EventStore):
         self._sequence = itertools.count(1)
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return self.store(stream_id, message)
+
+    def store(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        """``store_event`` without the coroutine: storing never waits, so a caller can store several
+        events with nothing of another task's between them (``sse._RequestEvents``)."""
         events = self._streams.get(stream_id)
         if events is None:
             events = self._streams[stream_id] = deque(maxlen=self.per_stream)

@@ -34,6 +34,7 @@ watcher of its own. GET streams (standalone and replays) are long-lived and keep
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import weakref
@@ -45,13 +46,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import anyio
 from mcp.server import streamable_http as sdk
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
-from mcp_types import (DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError, JSONRPCRequest, JSONRPCResponse,
-                       jsonrpc_message_adapter)
+from mcp_types import DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError, JSONRPCRequest, JSONRPCResponse
+from mcp_types.version import is_version_at_least
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.event_store import BoundedEventStore
 from gateway.security.front_door import MESSAGE
 
 log = logging.getLogger("mcpgw")
@@ -137,11 +139,9 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
                 or self._read_stream_writer is None or not self._check_content_type(request)
                 or not all(sdk.check_accept_headers(request))):
             return None
-        try:
-            message = jsonrpc_message_adapter.validate_python(raw, by_name=False)
+        try:  # a request, not the whole message union: it has "method" and "id"
+            message = JSONRPCRequest.model_validate(raw, by_name=False)
         except ValidationError:
-            return None
-        if not isinstance(message, JSONRPCRequest):
             return None
         if message.method == "initialize" and self.mcp_session_id:
             asked = self._get_session_id(request)
@@ -152,27 +152,34 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
     async def _answer(self, scope: Scope, request: Request, receive: Receive, send: Send,
                       message: JSONRPCRequest, version: str) -> None:
         request_id = str(message.id)
-        priming = await self._mint_priming_event(request_id, version)
-        events = _RequestEvents(sdk.REQUEST_STREAM_BUFFER_SIZE)
+        events = _RequestEvents(sdk.REQUEST_STREAM_BUFFER_SIZE, self._keeper(request_id, version))
         self._request_streams[request_id] = (events, events)  # type: ignore[assignment]  # where senders look
         try:
             assert self._read_stream_writer is not None
             await self._read_stream_writer.send(self._create_session_message(message, request, request_id, version))
             first, ended = await _first(events, WATCH_AFTER)
             if ended or (first is not None and isinstance(first.message, JSONRPCResponse | JSONRPCError)):
-                await self._respond(send, events, priming, first, ended)
+                await self._respond(send, events, first, ended)
                 return  # the common case: settled before anyone needed to watch
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch, receive, RequestDisconnect.of(scope))
                 if first is None and not ended:
                     first, ended = await _first(events, DEFER - WATCH_AFTER)
-                await self._respond(send, events, priming, first, ended)
+                await self._respond(send, events, first, ended)
                 tg.cancel_scope.cancel()
         finally:
             await self._clean_up_memory_streams(request_id)
 
-    async def _respond(self, send: Send, events: "_RequestEvents",
-                       priming: dict[str, Any] | None, first: sdk.EventMessage | None, ended: bool) -> None:
+    def _keeper(self, request_id: str, version: str) -> "_Keeper | None":
+        store = self._event_store
+        if store is None:
+            return None
+        if not isinstance(store, BoundedEventStore):
+            raise TypeError("GatewayTransport stores events in the gateway's BoundedEventStore")
+        return _Keeper(store, request_id, version, self._retry_interval)
+
+    async def _respond(self, send: Send, events: "_RequestEvents", first: sdk.EventMessage | None,
+                       ended: bool) -> None:
         """The answer, given the first message (None: none by ``DEFER``, or ``ended`` before one).
 
         Only a result is answered as JSON; an error keeps the stream: the SDK's Python client (2.3)
@@ -180,8 +187,10 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
         a call and closes at once receives the cancelled call's error while it closes; over SSE it
         drops it quietly, as JSON it crashes."""
         if first is not None and isinstance(first.message, JSONRPCResponse):
+            events.answered()
             await self._json(send, first.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
             return
+        priming, first = events.streamed(first)
         await send({"type": "http.response.start", "status": 200, "headers": _raw(self._sse_headers())})
         if priming is not None:
             await _send_chunk(send, encode(priming))
@@ -248,12 +257,14 @@ class _DirectRoutes:
             await self._router.send(item)
             return
         assert transport is not None and target is not None
-        store = transport._event_store
-        event_id = await store.store_event(target, item.message) if store is not None else None
         try:
-            await events.send(sdk.EventMessage(item.message, event_id))
+            await events.send(item.message)
+            return
         except anyio.ClosedResourceError:  # the answer ended meanwhile: stored for a replay, as the router does
             transport._request_streams.pop(target, None)
+        store = transport._event_store
+        if store is not None:
+            await store.store_event(target, item.message)
 
     def close(self) -> None:
         self._router.close()
@@ -294,53 +305,128 @@ class _RequestEvents:
     closes it (``close``, ``aclose``), and the POST reads it with a timeout that cannot lose a
     message. (A memory object stream's ``receive`` cancelled by its deadline just as a message is
     handed to it drops that message: a progress notification could vanish that way.) At most
-    ``size`` messages wait; a sender then waits, as it would on the SDK's stream."""
+    ``size`` messages wait; a sender then waits, as it would on the SDK's stream.
 
-    def __init__(self, size: int) -> None:
+    Events are stored (for a client resuming the stream) once the answer is a stream, not before:
+    a result answered as JSON has no stream to resume and is never stored, which is most calls.
+    ``streamed`` stores, in this order and without a pause for another task, the priming event,
+    the first message and those waiting; from then on each message is stored as it comes. A stream
+    closed before the answer was decided is stored the same way, so that what comes after the close
+    (stored by its sender) follows it.
+
+    One reader, the POST's response, waits on a future of its own with a timer beside it, rather
+    than an event in a cancel scope: a message or the end resolves the future, the timer resolves
+    it with nothing, and the messages stay in the queue whatever interrupts the wait. The HTTP
+    front runs on asyncio (uvicorn), so the future is asyncio's."""
+
+    def __init__(self, size: int, keeper: "_Keeper | None") -> None:
         self._size = size
+        self._keeper = keeper  # None: no event store, nothing is stored
         self._items: deque[sdk.EventMessage] = deque()
         self._closed = False
-        self._changed: anyio.Event | None = None  # made by whoever waits (most sends find nobody waiting)
+        self._streaming = False  # the answer is a stream: every message is stored
+        self._answered = False  # the answer was a result as JSON: nothing is stored
+        self._priming: dict[str, Any] | None = None
+        self._reader: asyncio.Future[None] | None = None  # the waiting reader's, if it waits
+        self._room: anyio.Event | None = None  # made by a sender waiting for room (a full queue)
 
-    def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def _changed(self) -> None:
+        """Wake the waiting reader, if any: something came, or the stream ended."""
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
-    async def _wait(self) -> None:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        await self._changed.wait()
-
-    async def send(self, item: sdk.EventMessage) -> None:
+    async def send(self, message: Any) -> None:
         while len(self._items) >= self._size and not self._closed:
-            await self._wait()
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
         if self._closed:
             raise anyio.ClosedResourceError
-        self._items.append(item)
-        self._wake()
+        event = sdk.EventMessage(message, None)
+        self._items.append(self._keeper.kept(event) if self._streaming and self._keeper is not None else event)
+        self._changed()
+
+    def streamed(self, first: sdk.EventMessage | None) -> tuple[dict[str, Any] | None, sdk.EventMessage | None]:
+        """The answer is a stream: its priming event (None without an event store, or for a client
+        older than 2025-11-25) and ``first`` as stored."""
+        if not self._streaming:
+            self._streaming = True
+            if self._keeper is not None:
+                self._priming = self._keeper.priming()
+                first = self._keeper.kept(first) if first is not None else None
+                self._items = deque(map(self._keeper.kept, self._items))
+        elif first is not None and self._keeper is not None:
+            first = self._keeper.kept(first)
+        return self._priming, first
+
+    def answered(self) -> None:
+        """The result went out as JSON: there is no stream to store."""
+        self._answered = True
 
     async def receive(self, within: float = math.inf) -> sdk.EventMessage | None:
         """The next message; None when none came ``within`` seconds; ``EndOfStream`` once closed
         and read to the end."""
         if not self._items and not self._closed:
-            with anyio.move_on_after(within):
-                while not self._items and not self._closed:
-                    await self._wait()
+            loop = asyncio.get_running_loop()
+            self._reader = reader = loop.create_future()
+            timer = loop.call_later(within, _settle, reader) if within < math.inf else None
+            try:
+                await reader
+            finally:
+                self._reader = None
+                if timer is not None:
+                    timer.cancel()
         if self._items:
             item = self._items.popleft()
-            self._wake()
+            if self._room is not None:
+                self._room.set()
+                self._room = None
             return item
         if self._closed:
             raise anyio.EndOfStream
         return None
 
     def close(self) -> None:
+        if not self._closed and not self._answered:
+            self.streamed(None)
         self._closed = True
-        self._wake()
+        self._changed()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     async def aclose(self) -> None:
         self.close()
+
+
+class _Keeper:
+    """Stores one request's events in the session's event store, as the SDK's transport does
+    (``_mint_priming_event`` and its message router), but without a coroutine each: storing several
+    must not let another task's event in between."""
+
+    __slots__ = ("_store", "_stream_id", "_version", "_retry")
+
+    def __init__(self, store: BoundedEventStore, stream_id: str, version: str, retry: int | None) -> None:
+        self._store, self._stream_id, self._version, self._retry = store, stream_id, version, retry
+
+    def priming(self) -> dict[str, Any] | None:
+        if not is_version_at_least(self._version, "2025-11-25"):
+            return None  # older clients cannot parse an event without data
+        event: dict[str, Any] = {"id": self._store.store(self._stream_id, None), "data": ""}
+        if self._retry is not None:
+            event["retry"] = self._retry
+        return event
+
+    def kept(self, event: sdk.EventMessage) -> sdk.EventMessage:
+        if event.event_id is not None:
+            return event
+        return sdk.EventMessage(event.message, self._store.store(self._stream_id, event.message))
+
+
+def _settle(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _watch(receive: Receive, disconnect: RequestDisconnect) -> None:

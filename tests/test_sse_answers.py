@@ -16,6 +16,7 @@ from raw_rpc import JSON_AND_SSE, call, open_session
 from test_resumability import gateway_config, sse_events
 
 from gateway import sse
+from gateway.event_store import BoundedEventStore
 
 pytestmark = pytest.mark.anyio
 WAIT = 60
@@ -92,3 +93,67 @@ async def test_a_call_that_streams_or_fails_or_takes_long_is_answered_as_a_prime
                 assert events[0].is_priming, what
                 last = events[-1].message
                 assert last is not None and last["id"] == body["id"], what
+
+
+def _stored(store: Any, stream: str) -> list[Any]:
+    """What ``store`` holds for ``stream``: None for a priming event, else the message's text."""
+    return [message if message is None else message.params["text"] for _, message in store._streams.get(stream, [])]
+
+
+def _note(text: str) -> Any:
+    from mcp_types import JSONRPCNotification
+    return JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"text": text})
+
+
+async def test_a_result_answered_as_json_is_never_stored() -> None:
+    """Most calls are answered as JSON, which no client can resume: storing their results kept up
+    to ``max_streams`` of them per session in memory for nothing."""
+    store = BoundedEventStore()
+    events = sse._RequestEvents(4, sse._Keeper(store, "7", "2025-11-25", None))
+    await events.send(_note("result"))
+    assert (await events.receive(1.0)).message.params["text"] == "result"
+    events.answered()
+    events.close()
+    assert _stored(store, "7") == []
+
+
+async def test_a_stream_stores_its_priming_event_then_every_message_in_order() -> None:
+    store = BoundedEventStore()
+    events = sse._RequestEvents(4, sse._Keeper(store, "7", "2025-11-25", 500))
+    for text in ("first", "second", "third"):
+        await events.send(_note(text))
+    first = await events.receive(1.0)
+    assert _stored(store, "7") == []  # not yet a stream
+    priming, first = events.streamed(first)
+    assert priming is not None and priming["retry"] == 500 and priming["data"] == ""
+    await events.send(_note("fourth"))
+    assert _stored(store, "7") == [None, "first", "second", "third", "fourth"]
+    read = [first] + [await events.receive(1.0) for _ in range(3)]
+    ids = [priming["id"]] + [event.event_id for event in read]
+    assert len(set(ids)) == 5 and all(ids)
+
+
+async def test_a_stream_closed_before_its_answer_was_decided_is_stored_before_what_follows() -> None:
+    """The SDK closes a request's stream for the client to resume it (or the session ends): what
+    waited is stored at once, so a message sent after the close (stored by its sender) follows."""
+    store = BoundedEventStore()
+    events = sse._RequestEvents(4, sse._Keeper(store, "7", "2025-11-25", None))
+    await events.send(_note("waiting"))
+    events.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        await events.send(_note("late"))
+    await store.store_event("7", _note("late"))  # as _DirectRoutes does for a closed stream
+    assert _stored(store, "7") == [None, "waiting", "late"]
+    assert (await events.receive(1.0)).message.params["text"] == "waiting"
+    with pytest.raises(anyio.EndOfStream):
+        await events.receive(1.0)
+
+
+async def test_a_wait_for_the_next_message_ends_at_its_timeout_without_losing_one() -> None:
+    events = sse._RequestEvents(4, None)
+    assert await events.receive(0.01) is None
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await events.receive(5.0)
+    await events.send(_note("kept"))
+    assert (await events.receive(1.0)).message.params["text"] == "kept"
