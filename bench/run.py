@@ -8,6 +8,9 @@
 - ``floor-http``: the upstream serves Streamable HTTP itself;
 - ``mcpgw-stdio-stdio``: ``mcpgw serve`` over stdio, the upstream a stdio child of it;
 - ``mcpgw-http-stdio``: ``mcpgw serve --transport streamable-http``, stdio upstream;
+- ``mcpgw-http-stdio-handshake``: the same with ``protocol: '2025-11-25'`` for the upstream, the
+  wire the peers speak to it (mcpgw speaks 2026-07-28 to a server that can, which costs this
+  Python upstream more per call: docs/benchmarks.md);
 - ``mcpgw-http-http``: the same, the upstream serving Streamable HTTP;
 - ``mcp-proxy-http-stdio`` and ``fastmcp-http-stdio``: the peers, ``mcp-proxy`` and the FastMCP
   proxy, each installed in a virtual environment of its own (``bench/.venvs/NAME``, made on demand:
@@ -344,18 +347,20 @@ async def start_floor_http(bench: Bench) -> Running:
     return Running("http", [proc], proc.pid, None, url=url)
 
 
-async def start_mcpgw(bench: Bench, front: str, upstream: str, section: dict[str, Any] | None = None) -> Running:
+async def start_mcpgw(bench: Bench, front: str, upstream: str, section: dict[str, Any] | None = None,
+                      server: dict[str, Any] | None = None) -> Running:
     """mcpgw with one server ``up``: a stdio child, or a Streamable HTTP upstream started here;
-    ``section``: the config's ``gateway`` section (default: none, every setting at its default)."""
+    ``section``: the config's ``gateway`` section (default: none, every setting at its default);
+    ``server``: more settings of ``up`` (default: none)."""
     procs: list[Proc] = []
     try:
         if upstream == "http":
             up, up_url = await bench.upstream_http()
             procs.append(up)
-            config = bench.mcpgw_config({"up": {"url": up_url}}, section)
+            config = bench.mcpgw_config({"up": {"url": up_url} | (server or {})}, section)
         else:
             argv = bench.upstream_stdio_argv()
-            config = bench.mcpgw_config({"up": {"command": argv[0], "args": argv[1:]}}, section)
+            config = bench.mcpgw_config({"up": {"command": argv[0], "args": argv[1:]} | (server or {})}, section)
         if front == "http":
             gateway, url = await bench.mcpgw_http(config)
             procs.append(gateway)
@@ -423,6 +428,9 @@ def targets() -> list[Target]:
                lambda b: start_mcpgw(b, "stdio", "stdio"), floor="floor-stdio"),
         Target("mcpgw-http-stdio", "mcpgw Streamable HTTP -> stdio upstream", "http", True,
                lambda b: start_mcpgw(b, "http", "stdio"), floor="floor-http"),
+        Target("mcpgw-http-stdio-handshake", "mcpgw Streamable HTTP -> stdio upstream on the 2025-11-25 handshake",
+               "http", True, lambda b: start_mcpgw(b, "http", "stdio", server={"protocol": "2025-11-25"}),
+               floor="floor-http"),
         Target("mcpgw-http-http", "mcpgw Streamable HTTP -> Streamable HTTP upstream", "http", True,
                lambda b: start_mcpgw(b, "http", "http"), floor="floor-http"),
         *peer_targets(),
@@ -742,12 +750,13 @@ def table(results: dict[str, Any], lists: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ ratios
 
 GATEWAY = "mcpgw-http-stdio"  # the mcpgw target held against the peers (the same setup as theirs)
+SAME_WIRE = "mcpgw-http-stdio-handshake"  # the same, on the wire the peers speak to the upstream
 IDLE_SESSION_GOAL_KB = 50.0
 
 
-def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str, Any]] | None = None
-           ) -> dict[str, Any]:
-    """The issue's comparison: ``mcpgw-http-stdio`` against the best peer (the lowest added p50
+def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str, Any]] | None = None,
+           gateway: str = GATEWAY) -> dict[str, Any]:
+    """The issue's comparison: ``gateway`` (``mcpgw-http-stdio``) against the best peer (the lowest added p50
     among the peers measured without an error or a mismatch: a fast peer that mixes sessions up
     is not a standard to meet), each figure with its goal, met or missed; and against every clean
     peer (``by_peer``), since the best by latency need not be the best at everything.
@@ -755,13 +764,13 @@ def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str
     With several ``rounds`` (``--rounds``), ``results`` holds the medians, and each ratio is the
     median of the ratios of the rounds: within a round mcpgw and the peer ran minutes apart at
     most, while the machine's speed drifts between rounds; the per-round ratios are kept."""
-    mine = results.get(GATEWAY)
+    mine = results.get(gateway)
     measured = {name: f for name, f in results.items() if f.get("peer") and "sequential" in f}
     if not mine or "sequential" not in mine or not measured:
         return {}
     clean = {name: f for name, f in measured.items()
              if f["errors"] == 0 and f["mismatched"] == 0 and f.get("added_p50_ms") is not None}
-    out: dict[str, Any] = {"gateway": GATEWAY, "best_peer": None,
+    out: dict[str, Any] = {"gateway": gateway, "best_peer": None,
                            "rule": "best peer: the lowest added p50 among the peers with no errors and no mismatches",
                            "left_out": sorted(set(measured) - set(clean)),
                            "why_left_out": {name: "errors or mismatches" if f["errors"] or f["mismatched"]
@@ -774,8 +783,8 @@ def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str
     out["checks"] = _checks(mine, clean[best], lists)
     out["by_peer"] = {name: _checks(mine, f, lists) for name, f in clean.items()}
     if rounds and len(rounds) > 1:
-        per_round = [_checks(r[GATEWAY], r[best], lists) for r in rounds
-                     if "sequential" in r.get(GATEWAY, {}) and "sequential" in r.get(best, {})]
+        per_round = [_checks(r[gateway], r[best], lists) for r in rounds
+                     if "sequential" in r.get(gateway, {}) and "sequential" in r.get(best, {})]
         for i, check in enumerate(out["checks"]):
             found = [checks[i]["ratio"] for checks in per_round if i < len(checks) and checks[i]["ratio"] is not None]
             if check["ratio"] is not None and found:
@@ -1008,7 +1017,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report = {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
                                                                      "mcpgw": args.mcpgw, "rounds": len(ordered)},
               "elapsed_s": round(time.perf_counter() - started, 1), "peers": installed, "targets": results,
-              "tools_list": lists, "ratios": ratios(results, lists, ordered)}
+              "tools_list": lists, "ratios": ratios(results, lists, ordered),
+              "ratios_same_wire": ratios(results, lists, ordered, SAME_WIRE)}
     if len(ordered) > 1:
         report["rounds"] = ordered
     return report
@@ -1120,6 +1130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report["targets"], report["tools_list"]))
     if report["ratios"]:
         print("\n" + render_ratios(report["ratios"]))
+    if report["ratios_same_wire"].get("best_peer"):
+        print("\nThe same on the wire the peers speak to the upstream (2025-11-25 handshake), for comparison:\n"
+              + render_ratios(report["ratios_same_wire"]))
     print(f"\n{report['machine']['cpus']} CPUs ({report['machine']['cpu_model']}), {report['elapsed_s']} s; "
           f"JSON: {out}")
     write_charts(report, [out.with_suffix(".png"), *([args.chart_to] if args.chart_to else [])])

@@ -54,7 +54,8 @@ def test_proxy_benchmark_quick_run_checks_every_reply(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(out.read_text())
     targets = report["targets"]
-    assert set(targets) == {"floor-stdio", "floor-http", "mcpgw-stdio-stdio", "mcpgw-http-stdio", "mcpgw-http-http"}
+    assert set(targets) == {"floor-stdio", "floor-http", "mcpgw-stdio-stdio", "mcpgw-http-stdio",
+                            "mcpgw-http-stdio-handshake", "mcpgw-http-http"}
     for name, figures in targets.items():
         assert "error" not in figures, (name, figures)
         assert (figures["errors"], figures["mismatched"]) == (0, 0), (name, figures)
@@ -66,7 +67,7 @@ def test_proxy_benchmark_quick_run_checks_every_reply(tmp_path: Path) -> None:
     assert len(lists) == 2 and all(f["errors"] == 0 and f["ok"] > 0 for f in lists.values()), lists
     assert lists["list-mcpgw-3x5"]["tools"] == [15]
     assert "mcpgw-http-stdio" in run.stdout  # the table was printed
-    assert report["peers"] == {} and report["ratios"] == {}  # --quick neither installs nor runs the peers
+    assert report["peers"] == {} and report["ratios"] == report["ratios_same_wire"] == {}  # --quick: no peers
 
 
 def test_load_client_catches_a_reply_meant_for_another_session() -> None:
