@@ -16,9 +16,11 @@ metadata, a per-request stream registered where the SDK registers its own, fed b
 senders: ``_DirectRoutes``), and the POST's own task reads that stream for up to ``DEFER``. Is the first message the request's result, the answer is that
 result as ``application/json`` (the spec lets the server pick either; every client must read both).
 Anything else (progress, a log, a question to the client, an error), or nothing by ``DEFER``, and
-the answer becomes the SSE stream it always was: priming event first (minted before dispatch, as
-the SDK does, so a dropped stream can be resumed with ``Last-Event-ID``), each event stored and
-shaped by the SDK's own ``_create_event_data``, keep-alive comments while idle. What is not a
+the answer becomes the SSE stream it always was: priming event first (so a dropped stream can be
+resumed with ``Last-Event-ID``), each event stored and shaped by the SDK's own
+``_create_event_data``, keep-alive comments while idle. Events are stored from the moment the
+answer is a stream (the SDK stores them all, before it knows): a result answered as JSON has
+no stream to resume and is never stored (``_RequestEvents``). What is not a
 request in SSE mode (notifications, responses, anything the SDK refuses, ``json_response``) takes
 the SDK's own path, unchanged. ``install()`` makes every transport the SDK's session manager
 creates one of these (the one module attribute the gateway replaces, guarded by
