@@ -469,3 +469,23 @@ def test_valid_messages_have_no_shape_problem() -> None:
     for message in [rpc("ping"), rpc("notifications/initialized", id=None), {"jsonrpc": "2.0", "id": "a", "result": {}},
                     {"jsonrpc": "2.0", "id": None, "error": {"code": 1, "message": "m"}}, rpc("x", id=1.0)]:
         assert shape_problem(message) is None
+
+
+async def test_the_inner_apps_receive_lets_go_of_the_connection_once_the_request_is_over() -> None:
+    """The SDK keeps an idle session's last message, and with it the request's ``receive``: held
+    on, uvicorn's exchange (protocol, parser, transport) stayed alive with every idle session."""
+    import weakref
+
+    from gateway.security.front_door import _Replay
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    connection = weakref.ref(receive)
+    replay = _Replay(b'{"jsonrpc": "2.0"}', receive)
+    assert await replay() == {"type": "http.request", "body": b'{"jsonrpc": "2.0"}', "more_body": False}
+    assert await replay() == {"type": "http.disconnect"}  # then the client's own messages
+    replay.release()
+    del receive
+    assert connection() is None
+    assert await replay() == {"type": "http.disconnect"}

@@ -204,7 +204,11 @@ class FrontDoor:
             return
         state = scope.setdefault("state", {})
         state[PRINCIPAL], state[MESSAGE] = principal, messages[0]
-        await self.app(scope, _replay(body, receive), send)
+        replayed = _Replay(body, receive)
+        try:
+            await self.app(scope, replayed, send)
+        finally:
+            replayed.release()
 
 
 def _unauthorized(id: str | int | float | None = None, challenge: str = CHALLENGE) -> Refusal:
@@ -268,19 +272,33 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Refu
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+class _Replay:
     """``receive`` for the inner app: the body already read, as one message, then the client's own
-    messages (a disconnect, which the handlers watch to cancel abandoned calls)."""
-    pending = True
+    messages (a disconnect, which the handlers watch to cancel abandoned calls).
 
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
+    Released when the request is over: the SDK keeps the last message a session received, and with
+    it the Starlette request holding this ``receive``; holding uvicorn's ``receive`` in turn kept
+    the whole HTTP exchange (its protocol, parser, transport and buffers) alive for as long as the
+    session stayed idle, several KB per session. A released replay answers that the client is gone,
+    as uvicorn itself does once a response is complete."""
+
+    __slots__ = ("_body", "_receive")
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        self._receive: Receive | None = receive
+
+    async def __call__(self) -> Message:
+        body = self._body
+        if body is not None:
+            self._body = None
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        if self._receive is None:
+            return {"type": "http.disconnect"}
+        return await self._receive()
 
-    return replayed
+    def release(self) -> None:
+        self._body = self._receive = None
 
 
 def parse_messages(body: bytes) -> list[dict[str, Any]] | Refusal:
