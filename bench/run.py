@@ -20,8 +20,8 @@ and for each: sequential ``tools/call`` latency (p50/p99), throughput with 16 an
 sessions (over stdio: 16 and 64 requests in flight on the one connection), CPU time per call of
 the process the client talks to (the gateway; for a floor, the upstream itself) and of the
 upstream, peak RSS, and over HTTP memory per idle session (RSS before and after opening
-``--idle-sessions`` sessions, in the proxy started afresh). Then ``tools/list`` with many tools: ``list-floor`` (one upstream
-listing N x M tools itself) and ``list-mcpgw-NxM`` (the gateway in front of N Streamable HTTP
+``--idle-sessions`` sessions, in the proxy started afresh). Then ``tools/list`` with many tools:
+``list-floor`` (one upstream listing N x M tools itself) and ``list-mcpgw-NxM`` (the gateway in front of N Streamable HTTP
 servers of M tools each: N server entries, each its own upstream session, on one upstream process),
 and the peers in front of 1,000 tools (``list-fastmcp-20x50``; ``list-mcp-proxy-1x1000``: it cannot
 merge servers, so one upstream listing 1,000 tools).
@@ -778,10 +778,11 @@ IDLE_SESSION_GOAL_KB = 50.0
 
 def ratios(results: dict[str, Any], lists: dict[str, Any], rounds: list[dict[str, Any]] | None = None,
            gateway: str = GATEWAY) -> dict[str, Any]:
-    """The issue's comparison: ``gateway`` (``mcpgw-http-stdio``) against the best peer (the lowest added p50
-    among the peers measured without an error or a mismatch: a fast peer that mixes sessions up
-    is not a standard to meet), each figure with its goal, met or missed; and against every clean
-    peer (``by_peer``), since the best by latency need not be the best at everything.
+    """The issue's comparison: ``gateway`` (``mcpgw-http-stdio``) against the best peer (the
+    lowest added p50 among the peers measured without an error or a mismatch: a fast peer that
+    mixes sessions up is not a standard to meet), each figure with its goal, met or missed; and
+    against every clean peer (``by_peer``), since the best by latency need not be the best at
+    everything.
 
     With several ``rounds`` (``--rounds``), ``results`` holds the medians, and each ratio is the
     median of the ratios of the rounds: within a round mcpgw and the peer ran minutes apart at

@@ -31,12 +31,13 @@ def test_the_gateway_answers_the_sdks_posts_itself() -> None:
     sse.install(15.0)
     assert sdk_manager.StreamableHTTPServerTransport is sse.GatewayTransport
     assert "StreamableHTTPServerTransport(" in Path(sdk_manager.__file__).read_text(encoding="utf-8")
-    for part in ("_handle_post_request", "_validate_request_headers", "_check_content_type", "_mint_priming_event",
-                 "_create_session_message", "_create_event_data", "_clean_up_memory_streams", "_get_session_id",
+    for part in ("_handle_post_request", "_validate_request_headers", "_check_content_type", "_create_session_message",
+                 "_create_event_data", "_clean_up_memory_streams", "_get_session_id",
                  "_create_error_response"):
         assert callable(getattr(sdk_transport.StreamableHTTPServerTransport, part)), part
     transport = sdk_transport.StreamableHTTPServerTransport(mcp_session_id=None)
     assert transport._request_streams == {} and transport._read_stream_writer is None
+    assert transport._event_store is None and transport._retry_interval is None  # what sse._Keeper is given
 
 
 def test_the_sessions_write_stream_holds_its_transport_weakly() -> None:
