@@ -65,9 +65,10 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
@@ -505,51 +506,61 @@ async def _echo_tool(session: load.Session) -> tuple[str, int]:
     return echo[0], len(names)
 
 
-async def measure_target(bench: Bench, target: Target, client: str) -> dict[str, Any]:
-    """Start ``target``, measure it, stop it."""
-    settings = bench.settings
+@asynccontextmanager
+async def _serving(bench: Bench, target: Target, client: str
+                   ) -> AsyncIterator[tuple[Running, load.Opener, str, float]]:
+    """``target`` started, a control session open on it and its echo tool found: (the running
+    target, a session opener, the tool, the seconds it took to start); stopped at the end."""
     started = time.perf_counter()
     running = await target.start(bench)
-    out: dict[str, Any] = {"label": target.label, "transport": target.transport, "proxy": target.proxy}
-    if target.peer:
-        out["peer"] = target.peer
+    startup_s = time.perf_counter() - started
     connection = None
     try:
-        out["startup_s"] = round(time.perf_counter() - started, 2)
         async with load.httpx_client(80) as httpx:
             opener, connection = await _openers(running, client, httpx)
             control = await opener()
             tool, _ = await _echo_tool(control)
-            if running.upstream_pid is None and target.proxy:
-                running.upstream_pid = upstream_child(running.front_pid)
-            for proc in running.procs:
-                proc.adopt_children()
-            out["tool"] = tool
-            pids = {"front": running.front_pid, "upstream": running.upstream_pid if target.proxy else None}
-            meter = _CpuMeter(pids)
-            out["sequential"] = await load.sequential(opener, tool, settings.sequential,
-                                                      max_seconds=settings.sequential_seconds)
-            out["throughput_16"] = await load.throughput(opener, tool, 16, settings.throughput_calls,
-                                                         settings.throughput_seconds)
-            spy = await _start_spy(bench, target.name, running.front_pid) if target.proxy else None
-            out["throughput_64"] = await load.throughput(opener, tool, 64, settings.throughput_calls,
-                                                         settings.throughput_seconds)
-            spent = meter.spent()
-            if spy is not None:
-                out["profile"] = await _finish_spy(bench, f"{target.name} (64 sessions)", *spy)
-            phases = [out["sequential"], out["throughput_16"], out["throughput_64"]]
-            calls = sum(phase["calls"] for phase in phases)
-            out["cpu_ms_per_call"] = {role: round(seconds * 1000 / calls, 3) for role, seconds in spent.items()}
-            out["errors"] = sum(phase["errors"] for phase in phases)
-            out["mismatched"] = sum(phase["mismatched"] for phase in phases)
-            out["memory_kb"] = {"front": memory_kb(running.front_pid)}
-            if running.upstream_pid:
-                out["memory_kb"]["upstream"] = memory_kb(running.upstream_pid)
+            yield running, opener, tool, startup_s
             await control.close()
     finally:
         if connection is not None:
             await connection.close()
         await running.stop()
+
+
+async def measure_target(bench: Bench, target: Target, client: str) -> dict[str, Any]:
+    """Start ``target``, measure it, stop it."""
+    settings = bench.settings
+    out: dict[str, Any] = {"label": target.label, "transport": target.transport, "proxy": target.proxy}
+    if target.peer:
+        out["peer"] = target.peer
+    async with _serving(bench, target, client) as (running, opener, tool, startup_s):
+        out["startup_s"] = round(startup_s, 2)
+        if running.upstream_pid is None and target.proxy:
+            running.upstream_pid = upstream_child(running.front_pid)
+        for proc in running.procs:
+            proc.adopt_children()
+        out["tool"] = tool
+        pids = {"front": running.front_pid, "upstream": running.upstream_pid if target.proxy else None}
+        meter = _CpuMeter(pids)
+        out["sequential"] = await load.sequential(opener, tool, settings.sequential,
+                                                  max_seconds=settings.sequential_seconds)
+        out["throughput_16"] = await load.throughput(opener, tool, 16, settings.throughput_calls,
+                                                     settings.throughput_seconds)
+        spy = await _start_spy(bench, target.name, running.front_pid) if target.proxy else None
+        out["throughput_64"] = await load.throughput(opener, tool, 64, settings.throughput_calls,
+                                                     settings.throughput_seconds)
+        spent = meter.spent()
+        if spy is not None:
+            out["profile"] = await _finish_spy(bench, f"{target.name} (64 sessions)", *spy)
+        phases = [out["sequential"], out["throughput_16"], out["throughput_64"]]
+        calls = sum(phase["calls"] for phase in phases)
+        out["cpu_ms_per_call"] = {role: round(seconds * 1000 / calls, 3) for role, seconds in spent.items()}
+        out["errors"] = sum(phase["errors"] for phase in phases)
+        out["mismatched"] = sum(phase["mismatched"] for phase in phases)
+        out["memory_kb"] = {"front": memory_kb(running.front_pid)}
+        if running.upstream_pid:
+            out["memory_kb"]["upstream"] = memory_kb(running.upstream_pid)
     if target.transport == "http":
         out["idle_sessions"] = await _fresh_idle_sessions(bench, target, client)
         out["errors"] += out["idle_sessions"]["failures"]
@@ -562,20 +573,8 @@ async def _fresh_idle_sessions(bench: Bench, target: Target, client: str) -> dic
     phases instead, the sessions would fill heap the load had freed, and the figure would say how
     much garbage the load left behind: 3 KB per session after 20,000 calls, 44 KB fresh, for the
     very same gateway (docs/benchmarks.md)."""
-    running = await target.start(bench)
-    connection = None
-    try:
-        async with load.httpx_client(80) as httpx:
-            opener, connection = await _openers(running, client, httpx)
-            control = await opener()
-            await _echo_tool(control)
-            found = await _idle_sessions(opener, running.front_pid, bench.settings.idle_sessions)
-            await control.close()
-            return found
-    finally:
-        if connection is not None:
-            await connection.close()
-        await running.stop()
+    async with _serving(bench, target, client) as (running, opener, _, _):
+        return await _idle_sessions(opener, running.front_pid, bench.settings.idle_sessions)
 
 
 def py_spy() -> str | None:

@@ -10,21 +10,20 @@ The 2026-07-28 path of the same SDK already does better: it holds the answer bac
 if the handler finishes without emitting anything, answers ``application/json``
 (``_streamable_http_modern.handle_modern_request``).
 
-``GatewayTransport`` is the SDK's ``StreamableHTTPServerTransport`` with that done for the
-handshake era: a request is dispatched to the session exactly as the SDK dispatches it (the same
-metadata, a per-request stream registered where the SDK registers its own, fed by the messages'
-senders: ``_DirectRoutes``), and the POST's own task reads that stream for up to ``DEFER``. Is the first message the request's result, the answer is that
-result as ``application/json`` (the spec lets the server pick either; every client must read both).
-Anything else (progress, a log, a question to the client, an error), or nothing by ``DEFER``, and
-the answer becomes the SSE stream it always was: priming event first (so a dropped stream can be
-resumed with ``Last-Event-ID``), each event stored and shaped by the SDK's own
-``_create_event_data``, keep-alive comments while idle. Events are stored from the moment the
-answer is a stream (the SDK stores them all, before it knows): a result answered as JSON has
-no stream to resume and is never stored (``_RequestEvents``). What is not a
+``GatewayTransport`` is the SDK's ``StreamableHTTPServerTransport`` with that done for the handshake
+era: a request is dispatched to the session exactly as the SDK dispatches it (the same metadata, a
+per-request stream registered where the SDK registers its own, fed by the messages' senders:
+``_DirectRoutes``), and the POST's own task reads that stream for up to ``DEFER``. Is the first
+message the request's result, the answer is that result as ``application/json`` (the spec lets the
+server pick either; every client must read both). Anything else (progress, a log, a question to the
+client, an error), or nothing by ``DEFER``, and the answer becomes the SSE stream it always was:
+priming event first (so a dropped stream can be resumed with ``Last-Event-ID``), each event stored
+and shaped by the SDK's own ``_create_event_data``, keep-alive comments while idle. Events are
+stored from the moment the answer is a stream (the SDK stores them all, before it knows): a result
+answered as JSON has no stream to resume and is never stored (``_RequestEvents``). What is not a
 request in SSE mode (notifications, responses, anything the SDK refuses, ``json_response``) takes
-the SDK's own path, unchanged. ``install()`` makes every transport the SDK's session manager
-creates one of these (the one module attribute the gateway replaces, guarded by
-tests/test_sse_answers.py).
+the SDK's own path, unchanged. ``install()`` makes every transport the SDK's session manager creates
+one of these (the one module attribute the gateway replaces, guarded by tests/test_sse_answers.py).
 
 The front door has already parsed the body (``MESSAGE`` in the scope's state); it is validated
 from that, not parsed a second time. A request still unanswered after ``WATCH_AFTER`` gets one task
@@ -231,10 +230,11 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
 
 class _DirectRoutes:
     """The write stream the session's dispatcher sends on. A message for a request whose answer
-    ``GatewayTransport`` holds (its stream a ``_RequestEvents``) is stored and queued right here,
-    in the sender's task, as the SDK's message router would store and queue it; every other message
-    (the GET stream's, a request the SDK answers, one whose answer is gone) goes to the router as
-    before. A request's stream is registered before the request is dispatched and removed after
+    ``GatewayTransport`` holds (its stream a ``_RequestEvents``) is queued right here, in the
+    sender's task, where the SDK's message router would have queued it (and stored it, which the
+    stream does once the answer is one; a message that finds the stream closed is stored here, as
+    the router stores it); every other message (the GET stream's, a request the SDK answers, one
+    whose answer is gone) goes to the router as before. A request's stream is registered before the request is dispatched and removed after
     its answer, so all of one request's messages take one path, in the order they were sent: the
     result still never overtakes a notification sent before it. Saves a task switch and a
     context-carrying stream per message.
@@ -358,9 +358,7 @@ class _RequestEvents:
                 self._priming = self._keeper.priming()
                 first = self._keeper.kept(first) if first is not None else None
                 self._items = deque(map(self._keeper.kept, self._items))
-        elif first is not None and self._keeper is not None:
-            first = self._keeper.kept(first)
-        return self._priming, first
+        return self._priming, first  # (once streaming, whatever is read was stored when it came)
 
     def answered(self) -> None:
         """The result went out as JSON: there is no stream to store."""
