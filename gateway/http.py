@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import sse
+from gateway import lane, sse
 from gateway.calls import RATE_LIMITED
 from gateway.config.model import HttpConfig
 from gateway.event_store import BoundedEventStore
@@ -55,8 +55,10 @@ class _Managers:
         self.http = gateway.current.config.gateway.http  # listener settings are read once, at start
         # The SDK builds its SSE responses without a ping interval, so the class default is the one
         # knob: keep-alive comments on idle streams, one process, one listener, one setting. Requests
-        # POSTed are answered by the gateway's transport: JSON when they need no stream (gateway/sse.py).
+        # POSTed are answered by the gateway's transport: JSON when they need no stream (gateway/sse.py),
+        # and handled in the POST's own task (gateway/lane.py).
         sse.install(self.http.keepalive)
+        lane.install()
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None

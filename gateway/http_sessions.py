@@ -28,7 +28,7 @@ from typing import Any, Callable
 import anyio
 from anyio.abc import TaskStatus
 from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner, serve_connection
+from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import session_ids
 from gateway.event_store import BoundedEventStore
+from gateway.lane import serve_connection
 from gateway.security.front_door import opening_message, principal_of
 from gateway.sse import GatewayTransport
 from gateway.sessions import SessionRegistry, owner_admits

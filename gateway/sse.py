@@ -103,6 +103,8 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
     """The SDK's transport, answering handshake-era requests itself (module docstring)."""
 
     ping_interval: float = EventSourceResponse.DEFAULT_PING_INTERVAL
+    lane: Any = None  # the session's ``gateway.lane.Lane``, given by its server once it runs
+    _overdue: "_Overdue | None" = None
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[tuple[Any, Any]]:
@@ -156,20 +158,74 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
         events = _RequestEvents(sdk.REQUEST_STREAM_BUFFER_SIZE, self._keeper(request_id, version))
         self._request_streams[request_id] = (events, events)  # type: ignore[assignment]  # where senders look
         try:
+            dispatched = self._create_session_message(message, request, request_id, version)
+            lane = self.lane
+            if lane is not None and lane.takes(message):
+                await self._handle_here(lane, scope, receive, send, events, message, dispatched.metadata)
+                return
             assert self._read_stream_writer is not None
-            await self._read_stream_writer.send(self._create_session_message(message, request, request_id, version))
-            first, ended = await _first(events, WATCH_AFTER)
-            if ended or (first is not None and isinstance(first.message, JSONRPCResponse | JSONRPCError)):
-                await self._respond(send, events, first, ended)
-                return  # the common case: settled before anyone needed to watch
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch, receive, RequestDisconnect.of(scope))
-                if first is None and not ended:
-                    first, ended = await _first(events, DEFER - WATCH_AFTER)
-                await self._respond(send, events, first, ended)
-                tg.cancel_scope.cancel()
+            await self._read_stream_writer.send(dispatched)
+            await self._reply(scope, receive, send, events, WATCH_AFTER)
         finally:
             await self._clean_up_memory_streams(request_id)
+
+    async def _handle_here(self, lane: Any, scope: Scope, receive: Receive, send: Send, events: "_RequestEvents",
+                           message: JSONRPCRequest, metadata: Any) -> None:
+        """The request handled in this task (gateway/lane.py), the answer sent once it is handled: as
+        JSON, nearly always. The reply starts beside the handling instead when the request sends
+        anything before its answer (a progress, a log, a question to the client: the client must
+        see it now) or is still running after ``WATCH_AFTER`` (its client is watched from then on,
+        its answer becomes a stream after ``DEFER``), as it would after dispatch."""
+        loop = asyncio.get_running_loop()
+        replying: asyncio.Task[None] | None = None
+
+        def reply_now() -> None:
+            nonlocal replying
+            if replying is None:
+                replying = loop.create_task(self._reply(scope, receive, send, events, 0))
+
+        events.on_message = reply_now
+        overdue = self._overdue
+        if overdue is None:
+            overdue = self._overdue = _Overdue(loop)
+        overdue.add(reply_now)
+        try:
+            await lane.handle(message, metadata)
+        except BaseException:
+            if replying is not None:
+                replying.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([replying])
+            raise
+        finally:
+            overdue.discard(reply_now)
+            events.on_message = None
+        if replying is None:
+            await self._reply(scope, receive, send, events, 0)  # the answer is waiting: no wait at all
+        else:
+            await replying
+
+    async def _reply(self, scope: Scope, receive: Receive, send: Send, events: "_RequestEvents",
+                     watch_after: float) -> None:
+        """Answer the POST from the request's messages: its client watched from ``watch_after``
+        seconds on, unless the answer is settled by then (most are)."""
+        first, ended = await _first(events, watch_after)
+        if ended or (first is not None and isinstance(first.message, JSONRPCResponse | JSONRPCError)):
+            await self._respond(send, events, first, ended)
+            return  # the common case: settled before anyone needed to watch
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch, receive, RequestDisconnect.of(scope))
+            if first is None and not ended:
+                first, ended = await _first(events, DEFER - WATCH_AFTER)
+            await self._respond(send, events, first, ended)
+            tg.cancel_scope.cancel()
+
+    async def terminate(self) -> None:
+        """The session ends: requests handled in their POST's task are cancelled first, as the SDK's
+        own handlers are when the session's loop ends."""
+        if self.lane is not None:
+            self.lane.close()
+        await super().terminate()
 
     def _keeper(self, request_id: str, version: str) -> "_Keeper | None":
         store = self._event_store
@@ -281,6 +337,13 @@ class _DirectRoutes:
         await self.aclose()
 
 
+def transport_of(dispatcher: Any) -> GatewayTransport | None:
+    """The transport whose session ``dispatcher`` serves, when it is a ``GatewayTransport``: the
+    dispatcher writes to its ``_DirectRoutes``."""
+    routes = getattr(dispatcher, "_write_stream", None)
+    return routes._transport() if isinstance(routes, _DirectRoutes) else None
+
+
 def _target(item: SessionMessage) -> str | None:
     """The request a message belongs to, as the SDK's message router decides it."""
     message = item.message
@@ -331,6 +394,7 @@ class _RequestEvents:
         self._priming: dict[str, Any] | None = None
         self._reader: asyncio.Future[None] | None = None  # the waiting reader's, if it waits
         self._room: anyio.Event | None = None  # made by a sender waiting for room (a full queue)
+        self.on_message: Callable[[], None] | None = None  # told of a message that is not the answer
 
     def _changed(self) -> None:
         """Wake the waiting reader, if any: something came, or the stream ended."""
@@ -348,6 +412,8 @@ class _RequestEvents:
         event = sdk.EventMessage(message, None)
         self._items.append(self._keeper.kept(event) if self._streaming and self._keeper is not None else event)
         self._changed()
+        if self.on_message is not None and not isinstance(message, JSONRPCResponse | JSONRPCError):
+            self.on_message()
 
     def streamed(self, first: sdk.EventMessage | None) -> tuple[dict[str, Any] | None, sdk.EventMessage | None]:
         """The answer is a stream: its priming event (None without an event store, or for a client
@@ -398,6 +464,37 @@ class _RequestEvents:
 
     async def aclose(self) -> None:
         self.close()
+
+
+class _Overdue:
+    """The requests of one session being handled in their POST's task whose reply has not started,
+    each a function that starts it: those still there ``WATCH_AFTER`` seconds on are started. One
+    timer, armed while there are any, serves them all (a timer per request was 2% of a call's
+    instructions): it ticks every ``WATCH_AFTER``, and a request seen by two ticks has run at least
+    that long (at most twice that long)."""
+
+    __slots__ = ("_loop", "_young", "_old", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._young: set[Callable[[], None]] = set()  # added since the last tick
+        self._old: set[Callable[[], None]] = set()  # there at the last tick
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, start: Callable[[], None]) -> None:
+        self._young.add(start)
+        if self._timer is None:
+            self._timer = self._loop.call_later(WATCH_AFTER, self._tick)
+
+    def discard(self, start: Callable[[], None]) -> None:
+        self._young.discard(start)
+        self._old.discard(start)
+
+    def _tick(self) -> None:
+        due, self._old, self._young = self._old, self._young, set()
+        for start in due:
+            start()
+        self._timer = self._loop.call_later(WATCH_AFTER, self._tick) if self._old else None
 
 
 class _Keeper:

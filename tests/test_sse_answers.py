@@ -13,6 +13,7 @@ import mcp.server.streamable_http as sdk_transport
 import pytest
 from gateway_harness import gateway_http
 from raw_rpc import JSON_AND_SSE, call, open_session
+from test_lane import PATHS
 from test_resumability import gateway_config, sse_events
 
 from gateway import sse
@@ -63,9 +64,10 @@ async def _post(http: httpx2.AsyncClient, url: str, session: dict[str, str], bod
     return await http.post(url, headers=session, json=body)
 
 
-async def test_a_call_that_sends_nothing_first_is_answered_as_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_call_that_sends_nothing_first_is_answered_as_json(tmp_path: Path, path: str) -> None:
     with anyio.fail_after(WAIT):
-        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+        async with gateway_http(gateway_config(tmp_path), env=PATHS[path]) as gw, httpx2.AsyncClient(timeout=30) as http:
             session = await open_session(http, gw.url)
             answer = await _post(http, gw.url, session, call("alpha__echo", 5, text="plain"))
             assert answer.headers["content-type"] == "application/json"
@@ -77,9 +79,11 @@ async def test_a_call_that_sends_nothing_first_is_answered_as_json(tmp_path: Pat
             assert failed.headers["content-type"] == "application/json" and failed.json()["result"]["isError"]
 
 
-async def test_a_call_that_streams_or_fails_or_takes_long_is_answered_as_a_primed_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_call_that_streams_or_fails_or_takes_long_is_answered_as_a_primed_stream(tmp_path: Path,
+                                                                                          path: str) -> None:
     with anyio.fail_after(WAIT):
-        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+        async with gateway_http(gateway_config(tmp_path), env=PATHS[path]) as gw, httpx2.AsyncClient(timeout=30) as http:
             session = await open_session(http, gw.url)
             cases = {
                 "a log message before the result": call("alpha__log", 7, message="note"),
