@@ -22,6 +22,7 @@ the session: stdout is read only when the session asks for its next message.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Self, TextIO
@@ -126,6 +127,11 @@ class Writes(_Closable):
 
     def __init__(self, stdin: Any, lines: Lines) -> None:
         self._stdin = stdin
+        # anyio's stream around the pipe yields to the loop after every write it did not have to wait
+        # for: a task switch and back for the whole call's chain of coroutines, 2.5% of a call's
+        # instructions. Written here, a write waits only when the pipe is full (``drain``).
+        writer = getattr(stdin, "_stream", None)
+        self._writer = writer if isinstance(writer, asyncio.StreamWriter) else None
         self._lines = lines
         self._closed = False
 
@@ -135,7 +141,16 @@ class Writes(_Closable):
         message = item.message
         data = type(message).__pydantic_serializer__.to_json(message, by_alias=True, exclude_unset=True)
         try:
-            await self._stdin.send(data + b"\n")
+            if self._writer is None:
+                await self._stdin.send(data + b"\n")
+            else:
+                try:
+                    self._writer.write(data + b"\n")
+                    await self._writer.drain()
+                except RuntimeError as exc:  # uvloop's write to a closed pipe
+                    if not self._writer.is_closing():
+                        raise
+                    raise anyio.BrokenResourceError from exc
         except _GONE as exc:
             self._closed = True
             await self._lines.end()
