@@ -3,6 +3,8 @@ before its result, the SSE stream it always was when it does (or takes longer th
 
 from __future__ import annotations
 
+import contextlib
+import json
 import weakref
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,43 @@ async def test_a_wait_for_the_next_message_ends_at_its_timeout_without_losing_on
         await events.receive(5.0)
     await events.send(_note("kept"))
     assert (await events.receive(1.0)).message.params["text"] == "kept"
+
+
+async def test_header_values_are_read_without_the_blanks_around_them(tmp_path: Path) -> None:
+    """RFC 9110: the whitespace around a field value is not part of it (h11 strips it, llhttp, the
+    parser uvicorn runs on here, keeps what follows the value): a session id sent with a blank after
+    it is the session's, not an unknown one."""
+    with anyio.fail_after(WAIT):
+        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, gw.url)
+            url = httpx2.URL(gw.url)
+            body = json.dumps(call("alpha__echo", 3, text="trimmed")).encode()
+            head = (f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                    "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                    f"Mcp-Session-Id: {session['Mcp-Session-Id']} \t\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+            async with await anyio.connect_tcp(url.host, url.port) as stream:
+                await stream.send(head + body)
+                answer = b""
+                with contextlib.suppress(anyio.EndOfStream):
+                    while True:
+                        answer += await stream.receive()
+            status, _, rest = answer.partition(b"\r\n")
+            assert status.startswith(b"HTTP/1.1 200"), status
+            assert json.loads(rest.partition(b"\r\n\r\n")[2])["result"]["content"][0]["text"] == "trimmed"
+
+
+def test_the_trimming_parser_is_uvicorns_own_but_for_the_trim() -> None:
+    """``serve._TrimmingHttpTools.on_header`` repeats uvicorn's three lines: if uvicorn's change,
+    this fails rather than the gateway's header handling drifting from the server's."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from gateway import serve
+
+    theirs = inspect.getsource(HttpToolsProtocol.on_header)
+    assert [line.strip() for line in theirs.splitlines()[1:]] == [
+        "name = name.lower()", 'if name == b"expect" and value.lower() == b"100-continue":',
+        "self.expect_100_continue = True", "self.headers.append((name, value))"]
+    assert serve._uvicorn_config(object()).http is serve._TrimmingHttpTools
