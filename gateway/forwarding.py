@@ -121,7 +121,7 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry,
         return await work()
     session_id = request.headers.get("mcp-session-id")
     resumes = bool(session_id) and streamed and not caller.modern
-    with sessions.call_of_session(session_id) if resumes else anyio.CancelScope() as call:
+    with sessions.call_of_session(session_id, disconnect.call) if resumes else anyio.CancelScope() as call:
 
         async def on_leave() -> None:
             if not resumes or not await sessions.returns_within(session_id, RESUME_GRACE):

@@ -80,9 +80,11 @@ class Lane:
         return (not self._closed and dispatcher._running and not dispatcher._closed
                 and request.method not in dispatcher._inline_methods)
 
-    async def handle(self, request: JSONRPCRequest, metadata: Any) -> None:
+    async def handle(self, request: JSONRPCRequest, metadata: Any, scope: anyio.CancelScope | None = None) -> None:
         """Handle ``request`` (with the transport's ``metadata``) in this task, as the dispatcher would
-        in a task of its own; its answer goes out through the session's write stream."""
+        in a task of its own; its answer goes out through the session's write stream. ``scope`` ends
+        the handling when cancelled (the request then settles as a cancelled one); the peer's cancel
+        and ``close()`` cancel it too."""
         dispatcher = self._dispatcher
         try:
             transport = dispatcher._transport_builder(metadata)
@@ -94,7 +96,8 @@ class Lane:
         context = sdk._JSONRPCDispatchContext(transport=transport, _dispatcher=dispatcher, _request_id=request.id,
                                               message_metadata=metadata,
                                               _progress_token=sdk.progress_token_from_params(request.params))
-        scope = anyio.CancelScope()  # cancelled by the peer (notifications/cancelled finds it) or close()
+        if scope is None:
+            scope = anyio.CancelScope()
         dispatcher._in_flight[sdk.coerce_request_id(request.id)] = sdk._InFlight(scope=scope, dctx=context)
         self._calls.add(scope)
         try:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -60,18 +58,10 @@ class SessionRegistry:
             return
         self._by_endpoint.setdefault(endpoint, weakref.WeakSet()).add(connection)
 
-    @contextmanager
-    def call_of_session(self, session_id: str) -> Iterator[anyio.CancelScope]:
-        """A call of a Streamable HTTP session, cancelled when the client ends the session."""
-        with anyio.CancelScope() as scope:
-            calls = self._calls.setdefault(session_id, set())
-            calls.add(scope)
-            try:
-                yield scope
-            finally:
-                calls.discard(scope)
-                if not calls:
-                    self._calls.pop(session_id, None)
+    def call_of_session(self, session_id: str, scope: anyio.CancelScope | None = None) -> "_SessionCall":
+        """A call of a Streamable HTTP session, cancelled when the client ends the session: by
+        ``scope`` (the request's own, which ends it), else by a cancel scope entered for it here."""
+        return _SessionCall(self._calls, session_id, scope)
 
     def session_active(self, session_id: str) -> None:
         """A request of the session arrived (a client resuming a dropped stream, say)."""
@@ -160,6 +150,34 @@ class SessionRegistry:
                     log.debug("could not tell a session about a change (%s); forgetting it", type(exc).__name__)
                     sessions.discard(session)  # type: ignore[union-attr]
                     break
+
+
+class _SessionCall:
+    """``SessionRegistry.call_of_session``: the call's scope registered under its session while the
+    call runs (a class, not a generator: every call of a session passes here)."""
+
+    __slots__ = ("_calls", "_session_id", "_scope", "_entered")
+
+    def __init__(self, calls: dict[str, set[anyio.CancelScope]], session_id: str,
+                 scope: anyio.CancelScope | None) -> None:
+        self._calls, self._session_id = calls, session_id
+        self._entered = scope is None  # a scope made here is entered here
+        self._scope = anyio.CancelScope() if scope is None else scope
+
+    def __enter__(self) -> anyio.CancelScope:
+        scope = self._scope
+        if self._entered:
+            scope.__enter__()
+        self._calls.setdefault(self._session_id, set()).add(scope)
+        return scope
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        calls = self._calls.get(self._session_id)
+        if calls is not None:
+            calls.discard(self._scope)
+            if not calls:
+                del self._calls[self._session_id]
+        return bool(self._scope.__exit__(*exc_info)) if self._entered else False
 
 
 def owner_admits(owner: str | None, who: str | None) -> bool:

@@ -78,6 +78,10 @@ class RequestDisconnect:
         # when answers are JSON (``json_response``): then the call must watch for itself.
         self.streamed = False
         self.gone = False
+        # The scope that ends the request's handling, when it is handled in its POST's task
+        # (gateway/lane.py): cancelled, the request settles as a cancelled one. None: the call
+        # makes a scope of its own to cancel.
+        self.call: anyio.CancelScope | None = None
         self._callbacks: list[Callable[[], Awaitable[None]]] = []
 
     @staticmethod
@@ -189,8 +193,9 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
         if overdue is None:
             overdue = self._overdue = _Overdue(loop)
         overdue.add(reply_now)
+        call = RequestDisconnect.of(scope).call = anyio.CancelScope()
         try:
-            await lane.handle(message, metadata)
+            await lane.handle(message, metadata, call)
         except BaseException:
             if replying is not None:
                 replying.cancel()
