@@ -237,7 +237,7 @@ def _header_values(scope: Scope, name: bytes) -> list[str]:
 
 
 def _declared_length(scope: Scope) -> int | Refusal | None:
-    values = {v.strip() for v in _header_values(scope, b"content-length")}
+    values = {value.strip() for key, value in scope["headers"] if key.lower() == b"content-length"}
     if not values:
         return None
     if len(values) > 1 or not all(v.isascii() and v.isdigit() for v in values):
@@ -251,10 +251,8 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Refu
     declared = _declared_length(scope)
     if isinstance(declared, Refusal):
         return declared
-    too_large = Refusal(413, INVALID_REQUEST, f"Request body too large: the limit is {limit} bytes")
     if declared is not None and declared > limit:
-        return too_large
-    longer = Refusal(413, INVALID_REQUEST, "Request body longer than its Content-Length")
+        return _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -264,12 +262,16 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Refu
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return too_large
+            return _too_large(limit)
         if declared is not None and size > declared:
-            return longer
+            return Refusal(413, INVALID_REQUEST, "Request body longer than its Content-Length")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> Refusal:
+    return Refusal(413, INVALID_REQUEST, f"Request body too large: the limit is {limit} bytes")
 
 
 class _Replay:
@@ -304,7 +306,7 @@ class _Replay:
 def parse_messages(body: bytes) -> list[dict[str, Any]] | Refusal:
     """The JSON-RPC messages of a POST body (one, or a non-empty batch), or why it is refused."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_not_json)
+        data = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         return Refusal(400, PARSE_ERROR, "Parse error: the body is not UTF-8")
     except json.JSONDecodeError as e:
@@ -327,6 +329,9 @@ def parse_messages(body: bytes) -> list[dict[str, Any]] | Refusal:
 
 def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_not_json)  # one decoder: json.loads with a hook makes one per call
 
 
 def _too_deep() -> Refusal:
