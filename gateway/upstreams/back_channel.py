@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 import mcp_types as types
 from mcp_types import INVALID_REQUEST
@@ -48,6 +48,24 @@ class DownstreamHooks:
     subscribed_uris: Callable[[str], list[str]] = lambda server: []  # to subscribe again after a reconnect
 
 
+class _Serving:
+    """``BackChannel.serving`` for one request."""
+
+    __slots__ = ("_callers", "_key", "_caller")
+
+    def __init__(self, callers: dict[int, Caller], key: int, caller: Caller) -> None:
+        self._callers, self._key, self._caller = callers, key, caller
+
+    def __enter__(self) -> None:
+        self._callers[self._key] = self._caller
+
+    def __exit__(self, *exc_info: object) -> None:
+        del self._callers[self._key]
+
+
+_NOT_SERVING = nullcontext()
+
+
 class BackChannel:
     """The client callbacks of one upstream's sessions, and the requests in flight on them."""
 
@@ -58,18 +76,10 @@ class BackChannel:
         self._callers: dict[int, Caller] = {}
         self._ids = itertools.count()
 
-    @contextmanager
-    def serving(self, caller: Caller | None) -> Iterator[None]:
-        """Mark ``caller``'s request as in flight on this upstream while the block runs."""
-        if caller is None:
-            yield
-            return
-        key = next(self._ids)
-        self._callers[key] = caller
-        try:
-            yield
-        finally:
-            del self._callers[key]
+    def serving(self, caller: Caller | None) -> AbstractContextManager[None]:
+        """Mark ``caller``'s request as in flight on this upstream while the block runs (a class,
+        not a generator: every forwarded request passes here)."""
+        return _NOT_SERVING if caller is None else _Serving(self._callers, next(self._ids), caller)
 
     def client_options(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
         """The SDK ``Client`` callbacks: with them the gateway declares sampling, elicitation and
