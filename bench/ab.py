@@ -3,6 +3,7 @@ the upstream's, and calls/s (HTTP front, 16 sessions by default).
 
     python -m bench.ab OTHER_CHECKOUT [--rounds 4] [--calls 4000] [--sessions 16] [--upstream stdio|http]
     python -m bench.ab OTHER_CHECKOUT --instructions [--calls 1000]
+    python -m bench.ab mcp-proxy --instructions [--sessions 1]
 
 (`git worktree add /tmp/base HEAD~3` makes one.) This checkout is "b", the other "a". On a noisy
 machine one run says little: the very same build moves by up to ±30% between runs here
@@ -16,6 +17,9 @@ the instructions it executed per call, its own process only (not the kernel's wo
 calls, nor the upstream's). The count repeats to about 0.1% from run to run where CPU time moves by
 30%, so one round each settles a change of 1%; it sees what a change does to the gateway's own
 work, not to cache misses or system calls, which CPU time still has to confirm. Needs ``valgrind``.
+With ``mcp-proxy`` in place of a checkout, "a" is the peer (its venv from ``bench.peers``, made
+when missing), counted the same way in front of the same upstream: a ratio that does not drift
+with the machine's speed, as ratios of CPU time measured a minute apart do.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ if __package__ in (None, ""):  # `python bench/ab.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import load  # noqa: E402
+from bench import peers as bench_peers  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 WARMUP_CALLS = 300
+PEERS_COUNTED = ("mcp-proxy",)  # peers --instructions can count in place of a checkout
 
 
 def launcher(checkout: Path, directory: Path, wrapper: str = "") -> str:
@@ -53,12 +59,13 @@ def launcher(checkout: Path, directory: Path, wrapper: str = "") -> str:
 
 
 @asynccontextmanager
-async def warmed_gateway(workdir: Path, mcpgw: str, args: argparse.Namespace,
-                         warmup_seconds: float) -> AsyncIterator[tuple[Any, load.Opener, str]]:
-    """A gateway (``mcpgw``) in front of a fresh upstream, warmed up by ``WARMUP_CALLS`` calls:
-    (the running processes, a session opener, the echo tool); stopped at the end."""
-    bench = bench_run.Bench(workdir, bench_run.Settings.quick(), mcpgw=mcpgw)
-    running = await bench_run.start_mcpgw(bench, "http", args.upstream)
+async def warmed(workdir: Path, start: Any, args: argparse.Namespace, warmup_seconds: float,
+                 mcpgw: str | None = None) -> AsyncIterator[tuple[Any, load.Opener, str]]:
+    """A proxy (``start(bench)``: a gateway, ``mcpgw`` when given, or a peer) in front of a fresh
+    upstream, warmed up by ``WARMUP_CALLS`` calls: (the running processes, a session opener, the
+    echo tool); stopped at the end."""
+    bench = bench_run.Bench(workdir, bench_run.Settings.quick(), **({"mcpgw": mcpgw} if mcpgw else {}))
+    running = await start(bench)
     try:
         opener, _ = await bench_run._openers(running, "raw", None)
         control = await opener()
@@ -72,7 +79,7 @@ async def warmed_gateway(workdir: Path, mcpgw: str, args: argparse.Namespace,
 
 async def one_round(mcpgw: str, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as workdir:
-        async with warmed_gateway(Path(workdir), mcpgw, args, 30) as (running, opener, tool):
+        async with warmed(Path(workdir), _gateway(args), args, 30, mcpgw) as (running, opener, tool):
             upstream = running.upstream_pid or bench_run.upstream_child(running.front_pid)
             meter = bench_run._CpuMeter({"front": running.front_pid, "upstream": upstream})
             done = await load.throughput(opener, tool, args.sessions, args.calls, 120)
@@ -84,24 +91,47 @@ async def one_round(mcpgw: str, args: argparse.Namespace) -> dict[str, float]:
             "calls_per_s": done["calls_per_s"]}
 
 
-async def counted_round(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
-    """One round under callgrind: the gateway's instructions per call (see the module docstring)."""
-    with tempfile.TemporaryDirectory() as workdir:
-        out = Path(workdir) / "callgrind.out"
-        mcpgw = launcher(checkout, Path(workdir), f"valgrind -q --tool=callgrind --instr-atstart=no "
-                                                  f"--callgrind-out-file={out} ")
-        async with warmed_gateway(Path(workdir), mcpgw, args, 120) as (running, opener, tool):
-            _callgrind_control("--instr=on", running.front_pid)
-            done = await load.throughput(opener, tool, args.sessions, args.calls, 600)
-            _callgrind_control("--dump", running.front_pid)
-            _callgrind_control("--instr=off", running.front_pid)
-        dumps = [path.read_text(errors="replace") for path in Path(workdir).glob("callgrind.out*")]
+def _gateway(args: argparse.Namespace) -> Any:
+    return lambda bench: bench_run.start_mcpgw(bench, "http", args.upstream)
+
+
+async def _count(workdir: Path, start: Any, args: argparse.Namespace, mcpgw: str | None = None) -> dict[str, float]:
+    """A proxy (``start(bench)``, under callgrind writing to ``workdir``) warmed up, then its
+    instructions per call counted over ``args.calls`` calls."""
+    async with warmed(workdir, start, args, 120, mcpgw) as (running, opener, tool):
+        _callgrind_control("--instr=on", running.front_pid)
+        done = await load.throughput(opener, tool, args.sessions, args.calls, 600)
+        _callgrind_control("--dump", running.front_pid)
+        _callgrind_control("--instr=off", running.front_pid)
+    dumps = [path.read_text(errors="replace") for path in workdir.glob("callgrind.out*")]
     totals = [int(found.group(1)) for text in dumps if "Trigger: dump" in text
               for found in [re.search(r"^totals: (\d+)", text, re.M)] if found]
     if done["errors"] or done["mismatched"] or len(totals) != 1:
-        raise RuntimeError(f"{checkout}: {done['errors']} errors, {done['mismatched']} mismatched, {len(totals)} dumps")
+        raise RuntimeError(f"{done['errors']} errors, {done['mismatched']} mismatched, {len(totals)} dumps")
     calls = done["calls"] + args.sessions  # each session's first call is inside the count too
     return {"instructions_m": totals[0] / calls / 1e6, "calls": calls}
+
+
+def _callgrind(workdir: str) -> str:
+    return f"valgrind -q --tool=callgrind --instr-atstart=no --callgrind-out-file={Path(workdir) / 'callgrind.out'} "
+
+
+async def counted_round(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One round under callgrind: the gateway's instructions per call (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        mcpgw = launcher(checkout, Path(workdir), _callgrind(workdir))
+        return await _count(Path(workdir), _gateway(args), args, mcpgw)
+
+
+async def counted_peer_round(name: str, args: argparse.Namespace) -> dict[str, float]:
+    """The same count for a peer (``mcp-proxy``) in front of the stdio upstream."""
+    peer = bench_peers.PEERS[name]
+    await bench_peers.ensure(peer)
+    with tempfile.TemporaryDirectory() as workdir:
+        prefix = _callgrind(workdir).split()
+        start = bench_run.http_command(lambda bench: [*prefix, peer.bin("python"), *bench_run.mcp_proxy_argv(bench)],
+                                       bench_run.UVICORN_READY, path="/mcp")
+        return await _count(Path(workdir), start, args)
 
 
 def _callgrind_control(option: str, pid: int) -> None:
@@ -110,7 +140,9 @@ def _callgrind_control(option: str, pid: int) -> None:
 
 async def count(args: argparse.Namespace) -> dict[str, Any]:
     here = Path(__file__).resolve().parent.parent
-    return {"a": await counted_round(Path(args.other).resolve(), args), "b": await counted_round(here, args)}
+    other = (counted_peer_round(args.other, args) if args.other in PEERS_COUNTED
+             else counted_round(Path(args.other).resolve(), args))
+    return {"a": await other, "b": await counted_round(here, args)}
 
 
 async def compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +159,8 @@ async def compare(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("other", help="the checkout to compare this one with (a)")
+    parser.add_argument("other", help="the checkout to compare this one with (a); with --instructions, "
+                                      "or mcp-proxy")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--sessions", type=int, default=16)
@@ -142,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         counted = asyncio.run(count(args))
         for name, label in (("a", args.other), ("b", "this checkout")):
             print(f"{name} ({label}): {counted[name]['instructions_m']:.3f} M instructions per call "
-                  f"(gateway process, {counted[name]['calls']} calls)")
+                  f"(proxy process, {counted[name]['calls']} calls)")
         change = counted["b"]["instructions_m"] / counted["a"]["instructions_m"] - 1
         print(f"b - a: {change:+.1%}")
         return 0

@@ -11,9 +11,10 @@ if the handler finishes without emitting anything, answers ``application/json``
 (``_streamable_http_modern.handle_modern_request``).
 
 ``GatewayTransport`` is the SDK's ``StreamableHTTPServerTransport`` with that done for the handshake
-era: a request is dispatched to the session exactly as the SDK dispatches it (the same metadata, a
-per-request stream registered where the SDK registers its own, fed by the messages' senders:
-``_DirectRoutes``), and the POST's own task reads that stream for up to ``DEFER``. Is the first
+era: a request is handled by the POST's own task with the SDK's dispatcher code (gateway/lane.py;
+without a lane, dispatched to the session as the SDK dispatches it), its messages go to a
+per-request stream registered where the SDK registers its own, fed by their senders
+(``_DirectRoutes``), and the answer is read from that stream for up to ``DEFER``. Is the first
 message the request's result, the answer is that result as ``application/json`` (the spec lets the
 server pick either; every client must read both). Anything else (progress, a log, a question to the
 client, an error), or nothing by ``DEFER``, and the answer becomes the SSE stream it always was:
