@@ -110,7 +110,9 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry,
     dropped stream is not the client leaving (the spec says so), the client reconnects with
     ``Last-Event-ID`` and the answer waits in the event store. It is cancelled when the session
     ends (DELETE), or when the stream dropped and the session shows no sign of life within
-    ``RESUME_GRACE``: a client that vanished does not keep its calls running.
+    ``RESUME_GRACE``: a client that vanished does not keep its calls running. What is cancelled
+    then is the request's own scope where its POST's task handles it (``RequestDisconnect.call``,
+    gateway/lane.py: the request settles as a cancelled one), else a scope entered here.
     """
     request = getattr(caller.ctx, "request", None)
     if request is None:  # stdio: a client leaving ends the gateway, which cancels what is in flight

@@ -156,17 +156,17 @@ class _SessionCall:
     """``SessionRegistry.call_of_session``: the call's scope registered under its session while the
     call runs (a class, not a generator: every call of a session passes here)."""
 
-    __slots__ = ("_calls", "_session_id", "_scope", "_entered")
+    __slots__ = ("_calls", "_session_id", "_scope", "_owned")
 
     def __init__(self, calls: dict[str, set[anyio.CancelScope]], session_id: str,
                  scope: anyio.CancelScope | None) -> None:
         self._calls, self._session_id = calls, session_id
-        self._entered = scope is None  # a scope made here is entered here
+        self._owned = scope is None  # a scope made here is entered and left here
         self._scope = anyio.CancelScope() if scope is None else scope
 
     def __enter__(self) -> anyio.CancelScope:
         scope = self._scope
-        if self._entered:
+        if self._owned:
             scope.__enter__()
         self._calls.setdefault(self._session_id, set()).add(scope)
         return scope
@@ -177,7 +177,7 @@ class _SessionCall:
             calls.discard(self._scope)
             if not calls:
                 del self._calls[self._session_id]
-        return bool(self._scope.__exit__(*exc_info)) if self._entered else False
+        return bool(self._scope.__exit__(*exc_info)) if self._owned else False
 
 
 def owner_admits(owner: str | None, who: str | None) -> bool:
