@@ -10,7 +10,8 @@
     │                               `mcpgw validate` exits 1
     ├── UpstreamError               one upstream server failed a request; names the server
     │   ├── UpstreamUnavailable     not connected (never started, crashed, connection lost)
-    │   └── UpstreamTimeout         did not answer within its timeout
+    │   ├── UpstreamTimeout         did not answer within its timeout
+    │   └── UpstreamInvalid         answered with a result that breaks the client's protocol version
     ├── RateLimited                 a request exceeded a rate limit (security/limits.py); says when to
     │                               retry; clients see JSON-RPC -32029 or HTTP 429 with Retry-After
     └── ReloadRejected              a new configuration could not be put in service (runtime.py)
@@ -72,3 +73,8 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer within its configured timeout (the request is cancelled)."""
+
+
+class UpstreamInvalid(UpstreamError):
+    """The upstream answered with a result that breaks the protocol (checked against the version
+    the client speaks, before it is passed on); the message says where, never the values."""

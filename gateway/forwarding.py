@@ -3,7 +3,8 @@
 ``forward`` sends a request to the route's upstream, with retries for what is safe to repeat.
 ``interactive`` is for the requests an upstream may answer with questions for the client
 (tools/call, prompts/get, resources/read): it bridges the two protocol eras both ways (see the
-table in docs/protocol.md) and cancels the upstream request when the client goes away.
+table in docs/protocol.md), cancels the upstream request when the client goes away, and hands
+back the result in the client's wire form (``upstreams/wire.py``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from mcp.client._input_required import run_input_required_driver
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from gateway.caller import Caller
-from gateway.errors import UpstreamUnavailable
+from gateway.errors import UpstreamInvalid, UpstreamUnavailable
 from gateway.parked import PREFIX as PARKED
 from gateway.parked import ParkedCall, ParkedCalls
 from gateway.routing import Route
 from gateway.runtime import Gateway, Snapshot
 from gateway.sessions import SessionRegistry
 from gateway.sse import RequestDisconnect
+from gateway.upstreams import wire
 from gateway.upstreams.connection import CALLER_CAPABILITIES
 
 T = TypeVar("T")
@@ -54,19 +57,36 @@ async def forward(snap: Snapshot, route: Route, timeout: float, repeatable: bool
 
 
 async def interactive(gateway: Gateway, snap: Snapshot, route: Route, caller: Caller, params: Any,
-                       timeout: float, repeatable: bool, send: Callable[[Any, Any, Any, Any], Awaitable[T]]) -> T:
+                       timeout: float, repeatable: bool, request: wire.Request) -> Any:
     """A request the upstream may answer with "input required" (tools/call, prompts/get,
     resources/read). A 2026-07-28 client gets that result as it is and answers it itself, its
     ``requestState`` passed back byte for byte; for a handshake-era client the gateway asks the
     client each question, on the channel of its request, and retries with the answers. A
-    handshake-era upstream's questions to a 2026-07-28 client go through a parked call."""
+    handshake-era upstream's questions to a 2026-07-28 client go through a parked call.
+
+    The upstream's result comes back as the client's wire form (a dict, for the handler to raise
+    as an ``Answer``); what the gateway made itself (an input-required result) as a model. A
+    result that breaks the client's protocol version is an ``UpstreamInvalid``."""
     responses, state = params.input_responses, params.request_state
 
-    def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[T]]:
-        return lambda client: send(client, responses, state, _upstream_meta(client, caller))
+    def operation(responses: Any, state: Any) -> Callable[[Any], Awaitable[Any]]:
+        return lambda client: wire.send(client, request, request.attempt(responses, state,
+                                                                          _upstream_meta(client, caller)))
 
-    return await _unless_client_leaves(caller, gateway.sessions, lambda: _interactive_steps(
+    result = await _unless_client_leaves(caller, gateway.sessions, lambda: _interactive_steps(
         gateway.parked, snap, route, caller, responses, state, timeout, repeatable, operation))
+    if not isinstance(result, wire.WireResult):
+        return result
+    try:
+        return result.shaped(caller.ctx.protocol_version)
+    except ValidationError as exc:
+        problem = exc.errors()[0]  # where and what, never the value: results may carry anything
+        loc = problem["loc"]
+        if loc and isinstance(loc[0], str) and loc[0][:1].isupper():
+            loc = loc[1:]  # the member of the result union it was checked as, not a field
+        where = ".".join(str(part) for part in loc) or "result"
+        raise UpstreamInvalid(route.server, f"server '{route.server}' answered {request.method} with a result "
+                                            f"that breaks the protocol ({where}: {problem['msg']})") from exc
 
 
 async def _interactive_steps(parked_calls: ParkedCalls, snap: Snapshot, route: Route, caller: Caller, responses: Any,

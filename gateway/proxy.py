@@ -23,11 +23,12 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 from gateway import __version__, tracing, unclocked
 from gateway.calls import CallRecord
 from gateway.caller import Caller, connection_of
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamInvalid, UpstreamTimeout, UpstreamUnavailable
 from gateway.forwarding import forward, interactive
 from gateway.prepared import Answer, AnswerMiddleware, PreparedLists
 from gateway.routing import Route
 from gateway.runtime import ROOT, Gateway, Snapshot
+from gateway.upstreams import wire
 
 T = TypeVar("T")
 log = logging.getLogger("mcpgw")
@@ -155,18 +156,17 @@ class _Handlers:
             caller = self._caller(ctx)
             progress = caller.report_progress if caller.progress_token is not None else None
             repeatable = route.repeatable or snap.config.servers[route.server].retry.tool_calls
+            request = wire.Request("tools/call", wire.present(name=route.upstream_name, arguments=params.arguments),
+                                   progress)
             try:
                 result = await interactive(self.gateway, snap, route, caller, params, _tool_timeout(snap, route),
-                                            repeatable, lambda c, responses, state, meta: c.session.call_tool(
-                                                route.upstream_name, params.arguments, progress_callback=progress,
-                                                input_responses=responses, request_state=state, meta=meta,
-                                                allow_input_required=True))
+                                            repeatable, request)
             except UpstreamError as exc:
                 record.outcome = _outcome(exc)
                 return _tool_error(str(exc))
-            if getattr(result, "is_error", False):
+            if result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False):
                 record.outcome = "tool_error"
-            return result
+        return _answered(result)
 
     async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> Any:
         with self._record("prompts/get", ctx) as record:
@@ -181,21 +181,20 @@ class _Handlers:
             local = snap.local_prompts.get(route.server)
             if local is not None and local[0] is route.definition:
                 return local[1]  # a source's custom instructions: the gateway's own prompt
-            return await _or_raise(record, interactive(
+            result = await _or_raise(record, interactive(
                 self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
-                lambda c, responses, state, meta: c.session.get_prompt(
-                    route.upstream_name, params.arguments, input_responses=responses, request_state=state,
-                    meta=meta, allow_input_required=True)))
+                wire.Request("prompts/get", wire.present(name=route.upstream_name, arguments=params.arguments))))
+        return _answered(result)
 
     async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         with self._record("resources/read", ctx) as record:
             snap = self._snapshot(ctx)
             uri, route = self._resource_route(snap, str(params.uri), record)
             await record.admit()
-            return await _or_raise(record, interactive(
+            result = await _or_raise(record, interactive(
                 self.gateway, snap, route, self._caller(ctx), params, snap.config.servers[route.server].timeout, True,
-                lambda c, responses, state, meta: c.session.read_resource(
-                    uri, input_responses=responses, request_state=state, meta=meta, allow_input_required=True)))
+                wire.Request("resources/read", {"uri": uri})))
+        return _answered(result)
 
     async def subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """Subscribe the upstream for the first subscriber of a URI only; later ones share it."""
@@ -302,16 +301,22 @@ class _Handlers:
                                                      lambda c: c.session.complete(upstream_ref, argument, context)))
 
 
+def _answered(result: Any) -> Any:
+    """The handler's result: one the forwarding has already put in the client's wire form (a dict)
+    is raised for ``AnswerMiddleware`` to return as is (the runner would check and shape it again);
+    raised outside the call's record, which would count it as an error."""
+    if isinstance(result, dict):
+        raise Answer(result)
+    return result
+
+
 async def _or_raise(record: CallRecord, forwarding: Awaitable[T]) -> T:
     """For methods answered with a JSON-RPC error when the upstream fails (all but tools/call)."""
     try:
         return await forwarding
-    except UpstreamTimeout as exc:
-        record.outcome = "timeout"
-        raise MCPError(REQUEST_TIMEOUT, str(exc)) from exc
     except UpstreamError as exc:
-        record.outcome = "unavailable"
-        raise MCPError(INTERNAL_ERROR, str(exc)) from exc
+        record.outcome = _outcome(exc)
+        raise MCPError(REQUEST_TIMEOUT if isinstance(exc, UpstreamTimeout) else INTERNAL_ERROR, str(exc)) from exc
 
 
 async def _set_subscribed(snap: Snapshot, route: Route, uri: str, subscribed: bool) -> None:
@@ -337,7 +342,9 @@ class _ListenStream:
 
 
 def _outcome(exc: UpstreamError) -> str:
-    return "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    return "invalid_result" if isinstance(exc, UpstreamInvalid) else "unavailable"
 
 
 def _tool_timeout(snap: Snapshot, route: Route) -> float:
