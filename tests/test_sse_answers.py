@@ -191,7 +191,7 @@ async def test_header_values_are_read_without_the_blanks_around_them(tmp_path: P
 
 
 def test_the_trimming_parser_is_uvicorns_own_but_for_the_trim() -> None:
-    """``serve._TrimmingHttpTools.on_header`` repeats uvicorn's three lines: if uvicorn's change,
+    """``serve._HttpTools.on_header`` repeats uvicorn's three lines: if uvicorn's change,
     this fails rather than the gateway's header handling drifting from the server's."""
     import inspect
 
@@ -203,4 +203,46 @@ def test_the_trimming_parser_is_uvicorns_own_but_for_the_trim() -> None:
     assert [line.strip() for line in theirs.splitlines()[1:]] == [
         "name = name.lower()", 'if name == b"expect" and value.lower() == b"100-continue":',
         "self.expect_100_continue = True", "self.headers.append((name, value))"]
-    assert serve._uvicorn_config(object()).http is serve._TrimmingHttpTools
+    assert serve._uvicorn_config(object()).http is serve._HttpTools
+
+
+class _Recording:
+    """Stands for uvicorn's socket transport: what was written, in which calls, and when it closed."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_an_answers_writes_in_one_step_leave_in_one_write_and_closing_sends_what_is_held() -> None:
+    """``serve._OneWritePerStep``: uvicorn writes an answer's head and body separately; the socket
+    gets them as one write at the end of the step, later steps' writes on their own, and a close
+    sends what is held before closing."""
+    import asyncio
+
+    from gateway import serve
+
+    transport = _Recording()
+    gathering = serve._OneWritePerStep(transport, asyncio.get_running_loop())
+    gathering.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    gathering.write(b"{}")
+    assert transport.writes == []  # not before the step ends
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    gathering.write(b"event: a\r\n\r\n")
+    await asyncio.sleep(0)
+    gathering.write(b"last")
+    gathering.close()
+    assert transport.writes[1:] == [b"event: a\r\n\r\n", b"last"] and transport.closed
+    await asyncio.sleep(0)  # the step's own flush finds nothing left
+    assert len(transport.writes) == 3 and gathering.is_closing()
