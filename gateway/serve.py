@@ -218,19 +218,19 @@ class _OneWritePerStep:
 
     def __init__(self, transport: Any, loop: Any) -> None:
         self._transport, self._loop = transport, loop
-        self._held: bytes | None = None
+        self._held: list[bytes] | None = None  # a list: many writes in one step are joined once
 
     def write(self, data: bytes) -> None:
         if self._held is None:
-            self._held = bytes(data)
+            self._held = [bytes(data)]
             self._loop.call_soon(self._flush)
         else:
-            self._held += data
+            self._held.append(bytes(data))
 
     def _flush(self) -> None:
         held, self._held = self._held, None
         if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
         self._flush()
