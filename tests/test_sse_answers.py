@@ -232,17 +232,24 @@ async def test_an_answers_writes_in_one_step_leave_in_one_write_and_closing_send
 
     from gateway import serve
 
+    loop = asyncio.get_running_loop()
+
+    async def step_ended() -> None:  # callbacks scheduled before this one have run
+        done = loop.create_future()
+        loop.call_soon(done.set_result, None)
+        await done
+
     transport = _Recording()
-    gathering = serve._OneWritePerStep(transport, asyncio.get_running_loop())
+    gathering = serve._OneWritePerStep(transport, loop)
     gathering.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     gathering.write(b"{}")
     assert transport.writes == []  # not before the step ends
-    await asyncio.sleep(0)
+    await step_ended()
     assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
     gathering.write(b"event: a\r\n\r\n")
-    await asyncio.sleep(0)
+    await step_ended()
     gathering.write(b"last")
     gathering.close()
     assert transport.writes[1:] == [b"event: a\r\n\r\n", b"last"] and transport.closed
-    await asyncio.sleep(0)  # the step's own flush finds nothing left
+    await step_ended()  # the step's own flush finds nothing left
     assert len(transport.writes) == 3 and gathering.is_closing()
