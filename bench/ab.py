@@ -82,7 +82,7 @@ async def one_round(mcpgw: str, args: argparse.Namespace) -> dict[str, float]:
         async with warmed(Path(workdir), _gateway(args), args, 30, mcpgw) as (running, opener, tool):
             upstream = running.upstream_pid or bench_run.upstream_child(running.front_pid)
             meter = bench_run._CpuMeter({"front": running.front_pid, "upstream": upstream})
-            done = await load.throughput(opener, tool, args.sessions, args.calls, 120)
+            done = await load.throughput(opener, tool, args.sessions, args.calls, 120, window=meter)
             spent = meter.spent()
     if done["errors"] or done["mismatched"]:
         raise RuntimeError(f"{mcpgw}: {done['errors']} errors, {done['mismatched']} mismatched answers")

@@ -446,8 +446,17 @@ class StdioLane:
 Opener = Callable[[], Awaitable[Session]]
 
 
+class Window(Protocol):
+    """Told when the counted calls start and when they end (``bench.run._CpuMeter``): a figure
+    per call then leaves out opening, warming up and closing the sessions."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 async def sequential(open_session: Opener, tool: str, calls: int, warmup: int = 20,
-                     max_seconds: float = 60.0) -> dict[str, Any]:
+                     max_seconds: float = 60.0, window: Window | None = None) -> dict[str, Any]:
     """One session, one call at a time: latency."""
     session = await open_session()
     tag = next(_SESSION_TAGS)
@@ -456,6 +465,8 @@ async def sequential(open_session: Opener, tool: str, calls: int, warmup: int = 
             await echo(session, tool, f"w{tag}-{i}")
         tally = Tally()
         deadline = time.perf_counter() + max_seconds
+        if window is not None:
+            window.start()
         for i in range(calls):
             started = time.perf_counter()
             outcome, problem = await echo(session, tool, f"s{tag}-{i}")
@@ -463,13 +474,15 @@ async def sequential(open_session: Opener, tool: str, calls: int, warmup: int = 
             tally.count(outcome, ended - started, problem)
             if ended > deadline:
                 break
+        if window is not None:
+            window.stop()
         return tally.summary()
     finally:
         await session.close()
 
 
 async def throughput(open_session: Opener, tool: str, sessions: int, max_calls: int,
-                     max_seconds: float) -> dict[str, Any]:
+                     max_seconds: float, window: Window | None = None) -> dict[str, Any]:
     """``sessions`` sessions calling back to back until ``max_calls`` are done or time is up."""
     opened = await asyncio.gather(*(open_session() for _ in range(sessions)))
     tally = Tally()
@@ -492,9 +505,13 @@ async def throughput(open_session: Opener, tool: str, sessions: int, max_calls: 
                 outcome, problem = await echo(session, tool, f"t{tag}-{i}")
                 tally.count(outcome, time.perf_counter() - started, problem)
 
+        if window is not None:
+            window.start()
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for session in opened))
         elapsed = time.perf_counter() - started
+        if window is not None:
+            window.stop()
     finally:
         await asyncio.gather(*(session.close() for session in opened))
     summary = tally.summary()

@@ -1,6 +1,6 @@
 """The proxy benchmark: the floor and mcpgw, side by side, in one run.
 
-    python -m bench.run [--quick] [--only NAME ...] [--rounds N] [--out bench/results/proxy.json]
+    python -m bench.run [--quick] [--only NAME ...] [--rounds N] [--duel-blocks N] [--out bench/results/proxy.json]
 
 (``python bench/run.py`` works too.) Starts bench/upstream.py and, one target at a time:
 
@@ -29,7 +29,11 @@ merge servers, so one upstream listing 1,000 tools).
 ``--rounds N`` measures every target N times, in turn (all targets, then all again): the table
 holds each figure's median over the rounds, and each ratio below it is the median of the rounds'
 own ratios. On a machine whose speed drifts by tens of percent within minutes, a single round can
-put the peer in a slow phase and mcpgw in a fast one, or the reverse.
+put the peer in a slow phase and mcpgw in a fast one, or the reverse. So after the rounds comes a
+head-to-head measurement (bench/duel.py; ``--duel-blocks N`` rounds of it, default 6, 0 or
+``--quick`` for none): ``floor-http``, ``mcpgw-http-stdio`` and the best peer all running at once,
+measured in short alternating blocks, each ratio the median of its rounds' own ratios
+(``head_to_head`` in the JSON).
 
 The peers are measured exactly like mcpgw, but their errors and mismatches are only reported: the
 run exits non-zero for a floor's or mcpgw's, not for a peer's. ``--no-peers`` leaves them out, and
@@ -73,6 +77,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(ROOT))
+if __name__ == "__main__":  # bench/duel.py's `from bench import run` is then this module, not a second copy
+    sys.modules.setdefault("bench.run", sys.modules[__name__])
 
 from bench import hotspots, load, peers  # noqa: E402
 
@@ -462,11 +468,22 @@ def extra_targets() -> list[Target]:
 # ------------------------------------------------------------------------------------ measuring
 
 class _CpuMeter:
-    """CPU seconds of some processes (and of this one: the load client) between two readings."""
+    """CPU seconds of some processes (and of this one: the load client) between two readings; or,
+    given to bench/load.py as the ``window`` of its phases, over their counted calls alone (not
+    opening, warming up and closing sessions: 64 sessions' setup would add 13% to a 2,000-call
+    block)."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = {role: pid for role, pid in pids.items() if pid}
         self.before = self._read()
+        self.counted: dict[str, float] | None = None  # the windows' sum, once one has closed
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def stop(self) -> None:
+        spent = self._since_before()
+        self.counted = {role: (self.counted or {}).get(role, 0.0) + value for role, value in spent.items()}
 
     def _read(self) -> dict[str, float]:
         values = {"client": time.process_time()}
@@ -478,6 +495,10 @@ class _CpuMeter:
         return values
 
     def spent(self) -> dict[str, float]:
+        """Over the windows, if there were any; else since the meter was made."""
+        return dict(self.counted) if self.counted is not None else self._since_before()
+
+    def _since_before(self) -> dict[str, float]:
         after = self._read()
         return {role: after[role] - self.before[role] for role in after}
 
@@ -544,12 +565,12 @@ async def measure_target(bench: Bench, target: Target, client: str) -> dict[str,
         pids = {"front": running.front_pid, "upstream": running.upstream_pid if target.proxy else None}
         meter = _CpuMeter(pids)
         out["sequential"] = await load.sequential(opener, tool, settings.sequential,
-                                                  max_seconds=settings.sequential_seconds)
+                                                  max_seconds=settings.sequential_seconds, window=meter)
         out["throughput_16"] = await load.throughput(opener, tool, 16, settings.throughput_calls,
-                                                     settings.throughput_seconds)
+                                                     settings.throughput_seconds, window=meter)
         spy = await _start_spy(bench, target.name, running.front_pid) if target.proxy else None
         out["throughput_64"] = await load.throughput(opener, tool, 64, settings.throughput_calls,
-                                                     settings.throughput_seconds)
+                                                     settings.throughput_seconds, window=meter)
         spent = meter.spent()
         if spy is not None:
             out["profile"] = await _finish_spy(bench, f"{target.name} (64 sessions)", *spy)
@@ -828,11 +849,12 @@ def _checks(mine: dict[str, Any], peer: dict[str, Any], lists: dict[str, Any]) -
         _ratio("proxy CPU per call", "ms", mine.get("cpu_ms_per_call", {}).get("front"),
                peer.get("cpu_ms_per_call", {}).get("front"), 0.5),
     ]
-    kb = mine.get("idle_sessions", {}).get("kb_per_session")
-    checks.append({"what": f"memory per idle session ({mine.get('idle_sessions', {}).get('sessions')} sessions)",
-                   "unit": "KB", "mcpgw": kb, "peer": peer.get("idle_sessions", {}).get("kb_per_session"),
-                   "ratio": None, "goal": f"<= {IDLE_SESSION_GOAL_KB:.0f} KB",
-                   "met": None if kb is None else kb <= IDLE_SESSION_GOAL_KB})
+    if "idle_sessions" in mine:  # not measured by the head-to-head blocks (bench/duel.py)
+        kb = mine["idle_sessions"].get("kb_per_session")
+        checks.append({"what": f"memory per idle session ({mine['idle_sessions'].get('sessions')} sessions)",
+                       "unit": "KB", "mcpgw": kb, "peer": peer.get("idle_sessions", {}).get("kb_per_session"),
+                       "ratio": None, "goal": f"<= {IDLE_SESSION_GOAL_KB:.0f} KB",
+                       "met": None if kb is None else kb <= IDLE_SESSION_GOAL_KB})
     theirs = next((f for f in lists.values() if f.get("peer") == peer["peer"] and "p50_ms" in f), None)
     ours = next((f for name, f in lists.items() if name.startswith("list-mcpgw-") and theirs
                  and f.get("expected_tools") == theirs.get("expected_tools")), None)
@@ -876,6 +898,18 @@ def render_ratios(found: dict[str, Any]) -> str:
     lines = ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     notes = [f"  (peer's tools/list: {check['peer_setup']})" for check in found["checks"] if "peer_setup" in check]
     return "\n".join([head, *lines, *notes])
+
+
+def render_head_to_head(found: dict[str, Any]) -> str:
+    """bench/duel.py's report: its heading, the ratios as ``render_ratios`` prints them, and each
+    ratio's rounds."""
+    head = ("Head to head, in the same phase: all targets running at once, measured in alternating blocks, "
+            "each ratio the median of the rounds' own ratios")
+    if "not_run" in found or "error" in found:
+        return f"{head}: " + (f"not run: {found['not_run']}" if "not_run" in found else f"failed: {found['error']}")
+    rounds = [f"  {check['what']}, by round: " + ", ".join(f"{ratio:.2f}" for ratio in check["rounds"])
+              for check in found.get("checks", []) if check.get("rounds")]
+    return "\n".join([f"{head}:", render_ratios(found), *rounds])
 
 
 def _n(value: Any, sign: str = "", digits: int = 3) -> str:
@@ -1006,6 +1040,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rounds: list[dict[str, Any]] = []  # each round's results (one round unless --rounds)
     jobs: list[Any] = []
+    head_to_head: dict[str, Any] | None = None
     try:
         for round_number in range(args.rounds):
             if round_number:
@@ -1021,6 +1056,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 for job in batch:
                     await job
+        rounds.append(results)
+        for found in rounds:
+            compare(found)
+        ordered = [{target.name: found[target.name] for target in chosen if target.name in found}
+                   for found in rounds]
+        results = ordered[0] if len(ordered) == 1 else median_of_rounds(ordered)
+        against_peers = ratios(results, lists, ordered)
+        if args.duel_blocks:
+            head_to_head = await measure_head_to_head(bench, args.client, chosen, against_peers, args.duel_blocks)
     finally:
         for job in jobs:
             job.close()  # the ones never awaited (an interrupted run)
@@ -1031,19 +1075,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"logs: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    rounds.append(results)
-    for found in rounds:
-        compare(found)
-    ordered = [{target.name: found[target.name] for target in chosen if target.name in found} for found in rounds]
-    results = ordered[0] if len(ordered) == 1 else median_of_rounds(ordered)
     report = {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
                                                                      "mcpgw": args.mcpgw, "rounds": len(ordered)},
               "elapsed_s": round(time.perf_counter() - started, 1), "peers": installed, "targets": results,
-              "tools_list": lists, "ratios": ratios(results, lists, ordered),
+              "tools_list": lists, "ratios": against_peers,
               "ratios_same_wire": ratios(results, lists, ordered, SAME_WIRE)}
     if len(ordered) > 1:
         report["rounds"] = ordered
+    if head_to_head is not None:
+        report["head_to_head"] = head_to_head
     return report
+
+
+async def measure_head_to_head(bench: Bench, client: str, chosen: list[Target], against_peers: dict[str, Any],
+                               blocks: int) -> dict[str, Any]:
+    """bench/duel.py after the rounds: ``mcpgw-http-stdio``, its floor and the best peer of the
+    rounds (as ``ratios`` picked it) all running at once, ``blocks`` rounds of alternating blocks.
+    Not run (and said why) when one of them was not chosen or no peer was measured cleanly; a
+    target that fails there is reported like a failed target (a peer's failure is not fatal)."""
+    from bench import duel  # here, not at the top: bench/duel.py imports this module
+
+    by_name = {target.name: target for target in chosen}
+    gateway = by_name.get(GATEWAY)
+    floor = by_name.get(gateway.floor or "") if gateway else None
+    peer = by_name.get(against_peers.get("best_peer") or "")
+    if not (gateway and floor and peer):
+        why = f"needs {GATEWAY}, its floor and a peer measured without errors among this run's targets"
+        print(f"head to head: not run: {why}", file=sys.stderr, flush=True)
+        return {"not_run": why}
+    try:
+        return await duel.duel(bench, client, floor, gateway, peer, duel.Blocks(rounds=blocks))
+    except duel.DuelFailed as exc:
+        return failed("head to head", str(exc), exc.target.peer)
 
 
 def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1133,11 +1196,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave the peers out (else their venvs under bench/.venvs are made when missing)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every target this many times, in turn; medians (ratios: of each round's)")
+    parser.add_argument("--duel-blocks", type=int, default=None,
+                        help="after the rounds, this many rounds of mcpgw, its floor and the best peer all "
+                             "running at once in alternating blocks (bench/duel.py; default 6, 0 or --quick: none)")
     parser.add_argument("--chart-to", type=Path, default=None,
                         help="write the chart there too (e.g. docs/img/benchmarks.png; needs matplotlib)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.duel_blocks is None:
+        args.duel_blocks = 0 if args.quick else 6
+    if args.duel_blocks < 0:
+        parser.error("--duel-blocks must be 0 or more")
     if os.sep in args.mcpgw:  # the processes run in a work directory of their own
         args.mcpgw = str(Path(args.mcpgw).resolve())
     args.out = out = args.out or ROOT / "bench" / "results" / ("proxy-quick.json" if args.quick else "proxy.json")
@@ -1155,6 +1225,8 @@ def main(argv: list[str] | None = None) -> int:
     if report["ratios_same_wire"].get("best_peer"):
         print("\nThe same on the wire the peers speak to the upstream (2025-11-25 handshake), for comparison:\n"
               + render_ratios(report["ratios_same_wire"]))
+    if "head_to_head" in report:
+        print("\n" + render_head_to_head(report["head_to_head"]))
     print(f"\n{report['machine']['cpus']} CPUs ({report['machine']['cpu_model']}), {report['elapsed_s']} s; "
           f"JSON: {out}")
     write_charts(report, [out.with_suffix(".png"), *([args.chart_to] if args.chart_to else [])])
@@ -1164,7 +1236,9 @@ def main(argv: list[str] | None = None) -> int:
 def problems(report: dict[str, Any]) -> int:
     """Errors and mismatches that fail the run: the floors' and mcpgw's. A peer's are reported in
     the table and the JSON only: a peer misbehaving is a finding about the peer, not a broken run."""
-    entries = [*report["targets"].values(), *report["tools_list"].values()]
+    duel = report.get("head_to_head") or {}
+    entries = [*report["targets"].values(), *report["tools_list"].values(), *duel.get("medians", {}).values(),
+               *([duel] if "error" in duel else [])]
     return sum(f.get("errors", 0) + f.get("mismatched", 0) for f in entries if not f.get("peer"))
 
 

@@ -207,3 +207,42 @@ def test_rounds_give_medians_and_each_ratio_is_the_median_of_the_rounds_ratios()
     assert verdicts["added p50"]["ratio"] == 0.5 and verdicts["added p50"]["met"]
     failed = [{**rounds[0], "mcpgw-http-stdio": run.failed("mcpgw", "boom")}, rounds[1]]
     assert run.median_of_rounds(failed)["mcpgw-http-stdio"]["error"] == "boom"
+
+
+def test_head_to_head_runs_all_targets_at_once_and_gives_median_ratios(tmp_path: Path) -> None:
+    """bench/duel.py: the floor, mcpgw and a peer running at once, measured in alternating blocks;
+    the report is `ratios`' shape (so `render_ratios` prints it) with every round's figures. The
+    2025-11-25-handshake mcpgw stands in for the peer (no venv needed); tiny blocks, no speed asserted."""
+    import asyncio
+    import math
+
+    run = _bench_run()
+    from bench import duel
+
+    by_name = {target.name: target for target in run.targets()}
+    floor, gateway, stand_in = (by_name[name] for name in ("floor-http", "mcpgw-http-stdio",
+                                                           "mcpgw-http-stdio-handshake"))
+    blocks = duel.Blocks(rounds=2, sequential=20, calls_16=50, calls_64=50, warmup=20, max_seconds=10)
+    bench = run.Bench(tmp_path, run.Settings.quick())
+    report = asyncio.run(duel.duel(bench, "raw", floor, gateway, stand_in, blocks))
+
+    assert (report["gateway"], report["best_peer"]) == ("mcpgw-http-stdio", "mcpgw-http-stdio-handshake")
+    assert report["targets"] == {"floor": "floor-http", "gateway": "mcpgw-http-stdio",
+                                 "peer": "mcpgw-http-stdio-handshake"}
+    assert len(report["rounds"]) == 2 and report["blocks"]["rounds"] == 2
+    for found in report["rounds"]:
+        assert set(found) == {"floor-http", "mcpgw-http-stdio", "mcpgw-http-stdio-handshake"}
+        assert "throughput_16" not in found["floor-http"]  # the floor takes part in the sequential blocks only
+        for name, figures in found.items():
+            assert (figures["errors"], figures["mismatched"]) == (0, 0), (name, figures)
+    medians = report["medians"]
+    assert all(medians[name]["cpu_ms_per_call"]["front"] > 0 for name in ("mcpgw-http-stdio",
+                                                                          "mcpgw-http-stdio-handshake"))
+    checks = {check["what"]: check for check in report["checks"]}
+    assert list(checks) == ["added p50", "p99", "calls/s, 16 sessions", "calls/s, 64 sessions", "proxy CPU per call"]
+    for what, check in checks.items():
+        assert math.isfinite(check["ratio"]) and check["ratio"] > 0, (what, check)
+        assert len(check["rounds"]) == 2 and check["met"] in (True, False), (what, check)
+    assert run.problems({"targets": {}, "tools_list": {}, "head_to_head": report}) == 0
+    printed = run.render_head_to_head(report)
+    assert printed.startswith("Head to head, in the same phase") and "proxy CPU per call, by round: " in printed
