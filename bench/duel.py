@@ -1,6 +1,6 @@
 """Head to head: mcpgw and the peer measured in the same phase of the machine.
 
-``python -m bench.run`` runs this after its ordinary rounds (``--duel-blocks N``, default 6; 0 or
+``python -m bench.run`` runs this after its ordinary rounds (``--duel-blocks N``, default 10; 0 or
 ``--quick`` leaves it out). The ordinary rounds measure one target after another, minutes apart:
 on a machine whose speed drifts by ±30% within seconds to minutes, mcpgw and the peer land in
 different phases, and their ratios swing from run to run with the same code. Here the floor, mcpgw
@@ -39,7 +39,7 @@ class Blocks:
     """How many rounds, and how big each block of a round is (calls; each block also stops by
     itself after ``max_seconds``)."""
 
-    rounds: int = 6
+    rounds: int = 10
     sequential: int = 300
     calls_16: int = 1500
     calls_64: int = 2000

@@ -30,7 +30,7 @@ merge servers, so one upstream listing 1,000 tools).
 holds each figure's median over the rounds, and each ratio below it is the median of the rounds'
 own ratios. On a machine whose speed drifts by tens of percent within minutes, a single round can
 put the peer in a slow phase and mcpgw in a fast one, or the reverse. So after the rounds comes a
-head-to-head measurement (bench/duel.py; ``--duel-blocks N`` rounds of it, default 6, 0 or
+head-to-head measurement (bench/duel.py; ``--duel-blocks N`` rounds of it, default 10, 0 or
 ``--quick`` for none): ``floor-http``, ``mcpgw-http-stdio`` and the best peer all running at once,
 measured in short alternating blocks, each ratio the median of its rounds' own ratios
 (``head_to_head`` in the JSON).
@@ -1198,14 +1198,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure every target this many times, in turn; medians (ratios: of each round's)")
     parser.add_argument("--duel-blocks", type=int, default=None,
                         help="after the rounds, this many rounds of mcpgw, its floor and the best peer all "
-                             "running at once in alternating blocks (bench/duel.py; default 6, 0 or --quick: none)")
+                             "running at once in alternating blocks (bench/duel.py; default 10, 0 or --quick: none)")
     parser.add_argument("--chart-to", type=Path, default=None,
                         help="write the chart there too (e.g. docs/img/benchmarks.png; needs matplotlib)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.duel_blocks is None:
-        args.duel_blocks = 0 if args.quick else 6
+        args.duel_blocks = 0 if args.quick else 10
     if args.duel_blocks < 0:
         parser.error("--duel-blocks must be 0 or more")
     if os.sep in args.mcpgw:  # the processes run in a work directory of their own
