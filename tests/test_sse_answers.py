@@ -190,6 +190,40 @@ async def test_header_values_are_read_without_the_blanks_around_them(tmp_path: P
             assert json.loads(rest.partition(b"\r\n\r\n")[2])["result"]["content"][0]["text"] == "trimmed"
 
 
+async def test_content_type_and_accept_are_checked_on_every_post_whatever_came_before(tmp_path: Path) -> None:
+    """The SDK's verdict on a request's ``Content-Type`` and ``Accept`` is kept per pair of values
+    (``GatewayTransport._headers_accepted``): a pair it refused stays refused after a good one was
+    answered, and the other way round, on the same session."""
+    with anyio.fail_after(WAIT):
+        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, gw.url)
+            plain_text = {**session, "Content-Type": "text/plain"}
+            json_only = {**session, "Accept": "application/json"}
+            for round_ in range(2):
+                body = call("alpha__echo", 10 + round_, text=f"good {round_}")
+                answer = await http.post(gw.url, headers=session, json=body)
+                assert answer.status_code == 200 and answer.json()["result"]["content"][0]["text"] == f"good {round_}"
+                refused = await http.post(gw.url, headers=plain_text, content=json.dumps(body))
+                assert refused.status_code == 400 and "Content-Type" in refused.text, refused.text
+                refused = await http.post(gw.url, headers=json_only, json=body)
+                assert refused.status_code == 406, refused.text
+
+
+def test_the_kept_header_verdicts_are_bounded() -> None:
+    """The values are the client's to choose: a client sending a new ``Accept`` with every request
+    cannot grow the gateway's memory."""
+    from starlette.requests import Request
+
+    transport = sse.GatewayTransport(mcp_session_id=None)
+    for n in range(3 * sse._HEADER_VERDICTS_KEPT):
+        accept = f"application/json, text/event-stream, x/{n}".encode()
+        scope = {"type": "http", "headers": [(b"content-type", b"application/json"), (b"accept", accept)]}
+        assert transport._headers_accepted(scope, Request(scope))
+        assert len(sse._HEADER_VERDICTS) <= sse._HEADER_VERDICTS_KEPT
+    refused = {"type": "http", "headers": [(b"content-type", b"application/json"), (b"accept", b"text/html")]}
+    assert not transport._headers_accepted(refused, Request(refused))
+
+
 def test_the_trimming_parser_is_uvicorns_own_but_for_the_trim() -> None:
     """``serve._HttpTools.on_header`` repeats uvicorn's three lines: if uvicorn's change,
     this fails rather than the gateway's header handling drifting from the server's."""
