@@ -38,6 +38,8 @@ _EVENTS: dict[str, ServerEvent] = {"tools": ToolsListChanged(), "prompts": Promp
 class SessionRegistry:
     def __init__(self) -> None:
         self._by_endpoint: dict[str, weakref.WeakSet[Any]] = {}
+        # The connections already in ``_by_endpoint``, by (endpoint, id): see ``seen``.
+        self._known: dict[tuple[str, int], weakref.ref[Any]] = {}
         self._buses: dict[str, InMemorySubscriptionBus] = {}
         self._levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._calls: dict[str, set[anyio.CancelScope]] = {}
@@ -52,11 +54,23 @@ class SessionRegistry:
         return ListenHandler(self._buses.setdefault(endpoint, InMemorySubscriptionBus()))
 
     def seen(self, endpoint: str, ctx: Any) -> None:
-        """Remember the connection of a request (handshake-era connections only)."""
+        """Remember the connection of a request (handshake-era connections only). A connection
+        already remembered is recognised by its identity: adding it to the ``WeakSet`` again made
+        and dropped a weak reference per request, 1% of a call's instructions."""
         connection = connection_of(ctx)
         if connection is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
+        key = (endpoint, id(connection))
+        known = self._known.get(key)
+        if known is not None and known() is connection:
+            return
         self._by_endpoint.setdefault(endpoint, weakref.WeakSet()).add(connection)
+        self._known[key] = weakref.ref(connection, lambda ref: self._forget(key, ref))
+
+    def _forget(self, key: tuple[str, int], ref: weakref.ref[Any]) -> None:
+        """A remembered connection is gone: its entry goes, unless a newer one took its id."""
+        if self._known.get(key) is ref:
+            del self._known[key]
 
     def call_of_session(self, session_id: str, scope: anyio.CancelScope | None = None) -> "_SessionCall":
         """A call of a Streamable HTTP session, cancelled when the client ends the session: by
