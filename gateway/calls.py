@@ -13,7 +13,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 
 from gateway.routing import Route
-from gateway.security.front_door import principal_of
+from gateway.security.front_door import principal_of, session_id_of
 from gateway.security.limits import RateLimited
 
 RATE_LIMITED = -32029  # JSON-RPC server-error range; mirrors HTTP 429. `data` says when to retry
@@ -36,8 +36,9 @@ class CallRecord:
         self.over_http = request is not None
         principal = principal_of(request.scope) if request is not None else None
         self.key = principal.name if principal is not None else None
-        self.session = request.headers.get("mcp-session-id") if request is not None else None
-        address = request.client.host if request is not None and request.client else None
+        self.session = session_id_of(request.scope) if request is not None else None
+        client = request.scope.get("client") if request is not None else None
+        address = client[0] if client else None
         self.client = self.key or (f"address:{address}" if address else "stdio")
         self.started = time.perf_counter()
 

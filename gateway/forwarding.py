@@ -25,6 +25,7 @@ from gateway.parked import PREFIX as PARKED
 from gateway.parked import ParkedCall, ParkedCalls
 from gateway.routing import Route
 from gateway.runtime import Gateway, Snapshot
+from gateway.security.front_door import session_id_of
 from gateway.sessions import SessionRegistry
 from gateway.sse import RequestDisconnect
 from gateway.upstreams import wire
@@ -141,7 +142,7 @@ async def _unless_client_leaves(caller: Caller, sessions: SessionRegistry,
     streamed = disconnect.streamed  # as the listener answers, set at start (a reload cannot change it)
     if streamed and caller.modern:
         return await work()
-    session_id = request.headers.get("mcp-session-id")
+    session_id = session_id_of(request.scope)
     resumes = bool(session_id) and streamed and not caller.modern
     with sessions.call_of_session(session_id, disconnect.call) if resumes else anyio.CancelScope() as call:
 

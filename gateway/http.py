@@ -30,7 +30,7 @@ from gateway.proxy import build_server
 from gateway.reloader import Reloader
 from gateway.runtime import ROOT, Gateway
 from gateway.security.auth import KeyRing
-from gateway.security.front_door import FrontDoor, endpoints_at, principal_of
+from gateway.security.front_door import SESSION_ID, FrontDoor, endpoints_at, principal_of
 from gateway.security.limits import RateLimited
 from gateway.security.oauth import WELL_KNOWN, TokenValidator, base_url_of, metadata
 
@@ -284,7 +284,7 @@ class _Endpoint:
         if scope["method"] == "POST":  # how the answer will go, for the call to know who watches
             sse.RequestDisconnect.of(scope).streamed = not self.managers.http.json_response
         sessions = self.managers.gateway.sessions
-        session_id = Headers(scope=scope).get("mcp-session-id")
+        session_id = scope.setdefault("state", {})[SESSION_ID] = Headers(scope=scope).get("mcp-session-id")
         principal = principal_of(scope)
         if session_id:
             if not sessions.may_use_session(session_id, principal.name if principal else None):

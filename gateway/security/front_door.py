@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.security.auth import ROOT_ENDPOINT, KeyRing, Principal, bearer_token, message_needs_credentials
@@ -37,6 +38,7 @@ from gateway.security.oauth import InsufficientScope, TokenValidator, base_url_o
 
 PRINCIPAL = "mcpgw.principal"
 MESSAGE = "mcpgw.message"  # the POSTed JSON-RPC message, parsed once here, for what comes after
+SESSION_ID = "mcpgw.session_id"  # the request's Mcp-Session-Id, read once (``http._Endpoint``)
 MAX_DEPTH = 64
 """JSON-RPC messages are shallow; deeper nesting is an attack on the parsers after this one."""
 
@@ -71,6 +73,15 @@ class Refusal:
 def principal_of(scope: Scope) -> Principal | None:
     """The principal ``FrontDoor`` let this request in as; None when anonymous or auth is off."""
     return scope.get("state", {}).get(PRINCIPAL)
+
+
+def session_id_of(scope: Scope) -> str | None:
+    """The request's ``Mcp-Session-Id``: as the endpoint read it, or from the headers when the
+    request did not come through one."""
+    state = scope.get("state")
+    if state is not None and SESSION_ID in state:
+        return state[SESSION_ID]
+    return Headers(scope=scope).get("mcp-session-id")
 
 
 def opening_message(scope: Scope) -> dict[str, Any] | None:
