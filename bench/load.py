@@ -116,11 +116,11 @@ async def echo(session: Session, tool: str, text: str) -> tuple[str, str | None]
         got = result["content"][0]["text"]
     except (KeyError, IndexError, TypeError):
         return ERROR, f"malformed result: {str(result)[:200]}"
+    if result.get("isError"):  # the proxy's (or the tool's) own failure, not someone else's answer
+        return ERROR, f"isError: {str(got)[:200]}"
     if got != text:
         # Someone else's payload (or garbage) in our answer: the worst thing a proxy can do.
         return MISMATCHED, f"sent {text!r}, got {str(got)[:80]!r}"
-    if result.get("isError"):
-        return ERROR, f"isError: {got[:200]}"
     return OK, None
 
 

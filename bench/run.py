@@ -1071,8 +1071,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for proc in _STARTED:
             if proc.process.returncode is None:
                 await proc.stop()
-        if args.keep_logs:
-            print(f"logs: {workdir}", file=sys.stderr)
+        # A failure under load can be rare (once in many runs): its logs are kept for the asking.
+        troubled = problems({"targets": {f"{n}/{name}": found for n, measured in enumerate(rounds)
+                                         for name, found in measured.items()},
+                             "tools_list": lists, "head_to_head": head_to_head or {}})
+        if args.keep_logs or troubled:
+            print(f"logs: {workdir}" + ("" if args.keep_logs else " (kept: errors or mismatches of a floor or mcpgw)"),
+                  file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report = {"machine": machine(), "settings": settings.__dict__ | {"client": args.client, "quick": args.quick,
