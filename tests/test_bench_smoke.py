@@ -100,6 +100,19 @@ def test_load_client_catches_a_reply_meant_for_another_session() -> None:
     figures = asyncio.run(load.sequential(opener, "echo", 5, warmup=0))  # type: ignore[arg-type]
     assert (figures["ok"], figures["mismatched"], figures["errors"]) == (0, 5, 0)
 
+    class Failing(CrossedWires):
+        """Answers each call with the proxy's own error result (an upstream that went away)."""
+
+        async def request(self, method: str, params: dict | None = None) -> dict:
+            return {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "server 'up' closed "
+                                                                       "the connection"}], "isError": True}}
+
+    async def failing() -> Failing:
+        return Failing()
+
+    figures = asyncio.run(load.sequential(failing, "echo", 3, warmup=0))  # type: ignore[arg-type]
+    assert (figures["ok"], figures["mismatched"], figures["errors"]) == (0, 0, 3)  # failures, not crossed wires
+
 
 def _bench_run():
     if str(ROOT) not in sys.path:
