@@ -80,9 +80,49 @@ async def open_streams(server: ServerConfig, tail: StderrTail,
             yield streams
     else:
         timeout = httpx2.Timeout(server.connect_timeout, read=max(server.timeout, 300.0))
-        async with http_client(headers=_headers(server), timeout=timeout, auth=auth) as http:
+        async with http_client(headers=_headers(server), timeout=timeout, auth=auth, contained=True) as http:
             async with streamable_http_client(server.url or "", http_client=http) as streams:
                 yield streams[0], streams[1]
+
+
+EXCHANGE_FAILED = -32098  # JSON-RPC server-error range: the request's own HTTP exchange failed (below)
+
+
+class _OneRequestFails(httpx2.AsyncBaseTransport):
+    """A POST to a Streamable HTTP upstream whose HTTP exchange fails (the connection dropped before
+    an answer, a read error or timeout) answered, for that request alone, as a JSON-RPC error
+    (``EXCHANGE_FAILED``, status 502); a notification's failure as a bare 502, which the SDK drops.
+    The SDK's client (2.3) lets such an error escape its task group, and that ends the whole
+    session: every call in flight on it failed ("closed the connection during the request") and
+    the gateway connected again, for one dropped connection (python-sdk#3522; seen under 64
+    sessions, docs/benchmarks.md). Other requests' failures (GET, DELETE) the SDK handles itself."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            if request.method != "POST":
+                raise
+            return _failed_exchange(request, exc)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _failed_exchange(request: httpx2.Request, exc: httpx2.TransportError) -> httpx2.Response:
+    try:
+        message = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        message = None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    if request_id is None:
+        return httpx2.Response(502, request=request)
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    error = {"code": EXCHANGE_FAILED, "message": f"the HTTP exchange failed ({why})"}
+    return httpx2.Response(502, json={"jsonrpc": "2.0", "id": request_id, "error": error}, request=request)
 
 
 # Connections to one HTTP upstream: each request in flight holds one, and every one is kept alive
@@ -94,13 +134,17 @@ UPSTREAM_CONNECTIONS = 512
 
 
 def http_client(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
-                auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
+                auth: httpx2.Auth | None = None, contained: bool = False) -> httpx2.AsyncClient:
     """What the SDK's ``create_mcp_http_client`` makes (its timeouts, redirects left off: the SDK's
     transports follow them within the origin themselves), keeping ``UPSTREAM_CONNECTIONS``
-    connections alive instead of 20."""
+    connections alive instead of 20; ``contained``: a failed POST exchange is that request's error
+    (``_OneRequestFails``), for the SDK's Streamable HTTP client."""
     limits = httpx2.Limits(max_connections=UPSTREAM_CONNECTIONS, max_keepalive_connections=UPSTREAM_CONNECTIONS)
-    kwargs: dict[str, Any] = {"timeout": timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
-                              "limits": limits}
+    kwargs: dict[str, Any] = {"timeout": timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)}
+    if contained:
+        kwargs["transport"] = _OneRequestFails(httpx2.AsyncHTTPTransport(limits=limits))
+    else:
+        kwargs["limits"] = limits
     if headers is not None:
         kwargs["headers"] = headers
     if auth is not None:

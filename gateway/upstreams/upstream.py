@@ -41,7 +41,7 @@ from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.upstreams.dedicated import DedicatedSessions
 from gateway.upstreams.credentials import auth_for
 from gateway.upstreams.connection import Streams, describe_failure, list_catalog, relist, watched
-from gateway.upstreams.transports import StderrTail, open_streams
+from gateway.upstreams.transports import EXCHANGE_FAILED, StderrTail, open_streams
 
 log = logging.getLogger("mcpgw.upstream")
 
@@ -408,6 +408,9 @@ class Upstream:
             healthy = False
             raise UpstreamTimeout(self.name, f"server '{self.name}' did not answer within {timeout:g}s") from exc
         except MCPError as exc:
+            if exc.code == EXCHANGE_FAILED:  # this request's HTTP exchange alone: the session goes on
+                healthy = False
+                raise UpstreamUnavailable(self.name, f"server '{self.name}' failed this request: {exc.message}") from exc
             healthy = exc.code != CONNECTION_CLOSED  # an error answer still means the server is alive
             if healthy:
                 raise
