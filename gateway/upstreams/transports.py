@@ -117,8 +117,8 @@ def _failed_exchange(request: httpx2.Request, exc: httpx2.TransportError) -> htt
         message = json.loads(request.content)
     except (ValueError, httpx2.RequestNotRead):
         message = None
-    request_id = message.get("id") if isinstance(message, dict) else None
-    if request_id is None:
+    request_id = message.get("id") if isinstance(message, dict) and "method" in message else None
+    if request_id is None:  # a notification, or an answer to the server: nothing waits for a reply
         return httpx2.Response(502, request=request)
     why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     error = {"code": EXCHANGE_FAILED, "message": f"the HTTP exchange failed ({why})"}
