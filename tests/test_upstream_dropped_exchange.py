@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,3 +93,17 @@ async def test_a_dropped_request_fails_alone_and_the_session_goes_on(tmp_path: P
                 server.close()
                 await server.wait_closed()
     assert Path(events).read_text(encoding="utf-8").count("STARTED slow") == 1
+
+
+async def test_an_unreachable_upstream_is_described_by_its_connection_error(tmp_path: Path) -> None:
+    """Connecting fails the same way (the first request's exchange fails): the reason a client and
+    the logs get names the connection error, not the gateway's internal error code."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed again before the gateway tries it: nothing listens
+    config = write_config(tmp_path, json.dumps({"version": 1, "servers": {"down": {"url": f"http://127.0.0.1:{port}/mcp"}}}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(config) as client:
+            answer = await client.call_tool("down__anything", {})
+    assert answer.is_error and "ConnectError" in _text(answer), _text(answer)
+    assert "-32098" not in _text(answer)

@@ -14,7 +14,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from gateway.routing import Catalog
-from gateway.upstreams.transports import StderrTail
+from gateway.upstreams.transports import EXCHANGE_FAILED, StderrTail
 
 MAX_LIST_PAGES = 100  # a paginator that never ends cannot hang a listing
 
@@ -132,8 +132,8 @@ def describe_failure(exc: BaseException, stderr: StderrTail) -> str:
         text = "timed out while connecting"
     elif isinstance(exc, FileNotFoundError):
         text = f"command not found: {exc.filename or exc}"
-    elif isinstance(exc, MCPError):
-        text = f"{exc.message} (code {exc.code})"
+    elif isinstance(exc, MCPError):  # the gateway's own code for a failed HTTP exchange says nothing more
+        text = exc.message if exc.code == EXCHANGE_FAILED else f"{exc.message} (code {exc.code})"
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     last = stderr.last()
