@@ -163,8 +163,10 @@ async def stop_process(process: Process, timeout: float = TERMINATE_TIMEOUT) -> 
     return process.returncode  # type: ignore[return-value]
 
 
-async def wait_for_event(path: str | Path, line: str, timeout: float = 10.0, poll: float = 0.02) -> None:
-    """Wait (bounded) until the fixture's ``--event-log`` file holds ``line`` (e.g. "CANCELLED slow").
+async def wait_for_event(path: str | Path, line: str, timeout: float = 10.0, poll: float = 0.02,
+                         count: int = 1) -> None:
+    """Wait (bounded) until the fixture's ``--event-log`` file holds ``line`` (e.g. "CANCELLED slow"),
+    ``count`` times.
 
     The file is written by another process, so there is nothing to await but the file itself: this
     polls it under ``anyio.fail_after(timeout)`` and raises ``TimeoutError`` if the line never shows.
@@ -173,7 +175,7 @@ async def wait_for_event(path: str | Path, line: str, timeout: float = 10.0, pol
     with anyio.fail_after(timeout):
         while True:
             try:
-                if line in path.read_text(encoding="utf-8").splitlines():
+                if path.read_text(encoding="utf-8").splitlines().count(line) >= count:
                     return
             except FileNotFoundError:
                 pass

@@ -89,24 +89,46 @@ EXCHANGE_FAILED = -32098  # JSON-RPC server-error range: the request's own HTTP 
 
 
 class _OneRequestFails(httpx2.AsyncBaseTransport):
-    """A POST to a Streamable HTTP upstream whose HTTP exchange fails (the connection dropped before
-    an answer, a read error or timeout) answered, for that request alone, as a JSON-RPC error
-    (``EXCHANGE_FAILED``, status 502); a notification's failure as a bare 502, which the SDK drops.
-    The SDK's client (2.3) lets such an error escape its task group, and that ends the whole
-    session: every call in flight on it failed ("closed the connection during the request") and
-    the gateway connected again, for one dropped connection (python-sdk#3522; seen under 64
-    sessions, docs/benchmarks.md). Other requests' failures (GET, DELETE) the SDK handles itself."""
+    """A POST to a Streamable HTTP upstream whose HTTP exchange fails fails that request alone. The
+    SDK's client (2.3) lets such an error escape its task group, and that ends the whole session:
+    every call in flight on it failed ("closed the connection during the request") and the gateway
+    connected again, for one dropped connection (python-sdk#3522; seen under 64 sessions,
+    docs/benchmarks.md). Before the answer's head (the connection dropped, refused, timed out), the
+    request is answered here as its own JSON-RPC error (``EXCHANGE_FAILED``, status 502; a
+    notification's or an answer's failure as a bare 502, which the SDK drops). While its body is
+    read, the failure becomes the ``StreamError`` the SDK already turns into that request's error.
+    GET and DELETE failures the SDK handles itself."""
 
     def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self._inner = inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
-            return await self._inner.handle_async_request(request)
+            response = await self._inner.handle_async_request(request)
         except httpx2.TransportError as exc:
             if request.method != "POST":
                 raise
             return _failed_exchange(request, exc)
+        if request.method == "POST":
+            response.stream = _BodyFails(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _BodyFails(httpx2.AsyncByteStream):
+    """An answer's body whose read failing mid-way is a ``StreamError`` (see ``_OneRequestFails``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx2.TransportError as exc:
+            raise httpx2.StreamError(f"the HTTP exchange failed ({_why(exc)})") from exc
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -120,9 +142,12 @@ def _failed_exchange(request: httpx2.Request, exc: httpx2.TransportError) -> htt
     request_id = message.get("id") if isinstance(message, dict) and "method" in message else None
     if request_id is None:  # a notification, or an answer to the server: nothing waits for a reply
         return httpx2.Response(502, request=request)
-    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    error = {"code": EXCHANGE_FAILED, "message": f"the HTTP exchange failed ({why})"}
+    error = {"code": EXCHANGE_FAILED, "message": f"the HTTP exchange failed ({_why(exc)})"}
     return httpx2.Response(502, json={"jsonrpc": "2.0", "id": request_id, "error": error}, request=request)
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # Connections to one HTTP upstream: each request in flight holds one, and every one is kept alive
