@@ -20,7 +20,7 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT
 
-from gateway import __version__, tracing, unclocked
+from gateway import __version__, answer_slot, tracing, unclocked
 from gateway.calls import CallRecord
 from gateway.caller import Caller, connection_of
 from gateway.errors import UpstreamError, UpstreamInvalid, UpstreamTimeout, UpstreamUnavailable
@@ -73,6 +73,7 @@ def build_server(gateway: Gateway, endpoint: str = ROOT) -> Server[Any]:
                                     handlers.roots_changed)
     tracing.install()
     unclocked.install()  # the SDK's request clock only where there is a timeout (gateway/unclocked.py)
+    answer_slot.install()  # a sent request's answer awaited without a yield first (gateway/answer_slot.py)
     if not tracing.tracing():  # the SDK's span per message would go nowhere (gateway/tracing.py)
         server.middleware = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     # Innermost, so other middleware (the SDK's span, when tracing) sees a list answered normally.
