@@ -54,6 +54,44 @@ def test_a_result_that_breaks_the_clients_version_is_refused() -> None:
         wire.WireResult("prompts/get", {"messages": [{"role": "nobody"}]}, MODERN).shaped(MODERN)
 
 
+def _sdk_stamp(era: str, log_level: str | None = "warning") -> Any:
+    from mcp.client.session import _make_handshake_stamp, _make_modern_stamp
+    if era == LEGACY:
+        return _make_handshake_stamp(LEGACY)
+    return _make_modern_stamp(MODERN, {"name": "mcpgw", "version": "1"}, {"sampling": {}},
+                              lambda name, arguments: {"Mcp-Param-Region": "eu"}, log_level=log_level)
+
+
+@pytest.mark.parametrize("era", [LEGACY, MODERN])
+@pytest.mark.parametrize("log_level", [None, "warning"])
+@pytest.mark.parametrize("method,params", [
+    ("tools/call", {"name": "echo", "arguments": {"text": "hi"}}),
+    ("tools/call", {"name": "echo", "_meta": {"logLevel": "debug", "progressToken": 7}}),
+    ("resources/read", {"uri": "x:/a"}),
+    ("ping", None),
+])
+def test_a_pipes_stamp_puts_in_the_sdks_meta_without_the_headers(era: str, log_level: str | None, method: str,
+                                                                 params: dict[str, Any] | None) -> None:
+    """What a stdio session sends (``wire.without_headers``): the request exactly as the SDK's stamp
+    makes it, a request's own log level kept over the session's, and none of the HTTP headers."""
+    def data() -> dict[str, Any]:
+        made: dict[str, Any] = {"method": method}
+        if params is not None:
+            made["params"] = json.loads(json.dumps(params))
+        return made
+
+    sdk_data, sdk_opts = data(), {}
+    _sdk_stamp(era, log_level)(sdk_data, sdk_opts)
+    ours, our_opts = data(), {}
+    wire.without_headers(_sdk_stamp(era, log_level))(ours, our_opts)
+    if era == LEGACY and params is None:
+        assert "params" not in ours
+    else:
+        assert ours.get("params", {}) == sdk_data.get("params", {})
+    assert "headers" in sdk_opts and "headers" not in our_opts
+    assert our_opts == {key: value for key, value in sdk_opts.items() if key != "headers"}
+
+
 def test_attempt_params_carry_the_answers_and_leave_the_request_as_it_was() -> None:
     request = wire.Request("tools/call", wire.present(name="t", arguments=None))
     answers = {"q1": types.ElicitResult(action="accept", content={"answer": "yes"})}

@@ -40,6 +40,7 @@ from gateway.upstreams.back_channel import BackChannel, DownstreamHooks
 from gateway.upstreams.breaker import CircuitBreaker, describe
 from gateway.upstreams.dedicated import DedicatedSessions
 from gateway.upstreams.credentials import auth_for
+from gateway.upstreams import wire
 from gateway.upstreams.connection import Streams, describe_failure, list_catalog, relist, watched
 from gateway.upstreams.transports import EXCHANGE_FAILED, StderrTail, open_streams
 
@@ -199,6 +200,8 @@ class Upstream:
                            client_info=_CLIENT_INFO, **back_channel.client_options(capabilities)) as client:
                 scope.deadline = math.inf
                 connected = True
+                if self.config.url is None:  # a pipe: no HTTP headers to work out per request
+                    client.session._stamp = wire.without_headers(client.session._stamp)
                 yield client
         if not connected:
             raise TimeoutError(f"timed out after {self.config.connect_timeout:g}s while connecting")

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, get_args
+from typing import Any, Callable, get_args
 
 import mcp_types as types
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
-from mcp_types import SERVER_INFO_META_KEY
+from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
 from mcp_types import methods as sdk_methods
 from mcp_types.version import is_version_at_least
 from pydantic import TypeAdapter, ValidationError
@@ -119,6 +119,29 @@ def _complete(method: str, version: str) -> TypeAdapter[Any]:
     surface = sdk_methods.SERVER_RESULTS[(method, version)]
     members = [member for member in get_args(surface) or (surface,) if member.__name__ != "InputRequiredResult"]
     return TypeAdapter(members[0])
+
+
+def without_headers(stamp: Callable[[dict[str, Any], CallOptions], None]) -> Callable[[dict[str, Any], CallOptions], None]:
+    """A connected session's ``stamp`` for a transport without HTTP headers (stdio): the ``_meta`` the
+    session's stamp puts in every request, without the headers it works out for each (the
+    protocol version, the method, the tool's name encoded, the tool's ``Mcp-Param-*`` values from
+    its schema), which a pipe has nowhere to send: 1% of a call's instructions. The session's stamp
+    is asked once for what its ``_meta`` holds (fixed when the session connected: protocol
+    version, client info and capabilities, the log level a request may override). For a session
+    that is connected: the negotiation, whose requests the SDK stamps otherwise, is over."""
+    probe: dict[str, Any] = {"method": "tools/call", "params": {}}
+    stamp(probe, {})
+    meta = dict(probe["params"].get("_meta") or {})
+    level = meta.pop(LOG_LEVEL_META_KEY, None)
+
+    def stamp_meta(data: dict[str, Any], opts: CallOptions) -> None:
+        if meta or level is not None:
+            request_meta = data.setdefault("params", {}).setdefault("_meta", {})
+            request_meta.update(meta)
+            if level is not None:
+                request_meta.setdefault(LOG_LEVEL_META_KEY, level)
+
+    return stamp_meta
 
 
 async def send(client: Any, request: Request, params: dict[str, Any]) -> WireResult | types.InputRequiredResult:
