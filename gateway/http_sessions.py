@@ -29,18 +29,17 @@ import anyio
 from anyio.abc import TaskStatus
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from pydantic import ValidationError
-from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from gateway import session_ids
 from gateway.event_store import BoundedEventStore
 from gateway.lane import serve_connection
-from gateway.security.front_door import opening_message, principal_of
-from gateway.sse import GatewayTransport
+from gateway.security.front_door import opening_message, principal_of, session_id_of
+from gateway.sse import GatewayTransport, KeptVerdicts
 from gateway.sessions import SessionRegistry, owner_admits
 
 log = logging.getLogger("mcpgw")
@@ -57,6 +56,7 @@ class SessionManager(StreamableHTTPSessionManager):
         self.endpoint = endpoint
         self.signing_key = signing_key
         self.sessions = sessions
+        self._verdicts = KeptVerdicts(self.security_settings)  # the transports' header checks, kept
 
     async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The SDK's handling without its body limit: the front door (``security.front_door``) has
@@ -66,7 +66,7 @@ class SessionManager(StreamableHTTPSessionManager):
         await self._handle_request(scope, receive, send)
 
     async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
+        session_id = session_id_of(scope)
         if session_id is None:
             token = _opening.set(scope)  # read by _admit_session, called synchronously below
             try:
@@ -82,6 +82,7 @@ class SessionManager(StreamableHTTPSessionManager):
         transport = super()._admit_session(requestor)
         if transport is None:
             return None
+        transport._security = self._verdicts
         if self.event_store is not None:
             transport._event_store = BoundedEventStore()  # tests/test_resumability.py guards this private touch
         key, scope = self.signing_key(), _opening.get()
@@ -125,6 +126,7 @@ class SessionManager(StreamableHTTPSessionManager):
                 event_store=BoundedEventStore() if self.event_store is not None else None,
                 security_settings=self.security_settings, retry_interval=self.retry_interval,
                 idle_timeout=self.session_idle_timeout)
+            transport._security = self._verdicts
             self._server_instances[session_id] = transport
         self.sessions.bind_session(session_id, claims.owner)
         assert self._task_group is not None

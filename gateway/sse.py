@@ -47,6 +47,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 from mcp.server import streamable_http as sdk
+from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError, JSONRPCRequest, JSONRPCResponse
 from mcp_types.version import is_version_at_least
@@ -56,7 +57,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.event_store import BoundedEventStore
-from gateway.security.front_door import MESSAGE
+from gateway.security.front_door import MESSAGE, session_id_of
 
 log = logging.getLogger("mcpgw")
 
@@ -69,6 +70,8 @@ _KEY = "mcpgw.disconnect"
 _HEADER_VERDICTS: dict[tuple[bytes | None, bytes | None], bool] = {}
 _HEADER_VERDICTS_KEPT = 256
 _SSE_SEP = "\r\n"
+_JSON_TYPE = (b"content-type", sdk.CONTENT_TYPE_JSON.encode("latin-1"))
+_SESSION_ID = sdk.MCP_SESSION_ID_HEADER.lower().encode("latin-1")
 
 
 class RequestDisconnect:
@@ -193,8 +196,10 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
             assert self._read_stream_writer is not None
             await self._read_stream_writer.send(dispatched)
             await self._reply(scope, receive, send, events, WATCH_AFTER)
-        finally:
-            await self._clean_up_memory_streams(request_id)
+        finally:  # the SDK's ``_clean_up_memory_streams``, for the stream registered above
+            if self._request_streams.get(request_id, (None,))[0] is events:
+                del self._request_streams[request_id]
+            events.close()
 
     async def _handle_here(self, lane: Any, scope: Scope, receive: Receive, send: Send, events: "_RequestEvents",
                            message: JSONRPCRequest, metadata: Any) -> None:
@@ -298,6 +303,9 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
                 return event
             await _send_chunk(send, b": ping\r\n\r\n")
 
+    def _get_session_id(self, request: Request) -> str | None:
+        return session_id_of(request.scope)  # as the endpoint read it (front_door.session_id_of)
+
     def _session_header(self) -> dict[str, str]:
         return {sdk.MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}
 
@@ -306,10 +314,43 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
                 "Content-Type": sdk.CONTENT_TYPE_SSE, **self._session_header()}
 
     async def _json(self, send: Send, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": _raw({"Content-Type": sdk.CONTENT_TYPE_JSON, "Content-Length": str(len(body)),
-                                     **self._session_header()})})
+        headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
+        if self.mcp_session_id:
+            headers.append((_SESSION_ID, self.mcp_session_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class KeptVerdicts(TransportSecurityMiddleware):
+    """The SDK's checks of a request's ``Content-Type`` (POST) and, with DNS rebinding protection on,
+    its ``Host`` and ``Origin``, a pass kept per combination of the three values: a client sends
+    the same ones with every request, and each check read the headers afresh (three lookups over
+    the header list per request, 1% of a call's instructions). A refusal is worked out, logged and
+    answered every time. One per session manager, for the transports of its sessions; bounded: the
+    values are the client's to choose."""
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        self._passed: set[tuple[bool, bytes | None, bytes | None, bytes | None]] = set()
+
+    async def validate_request(self, request: Request, is_post: bool = False) -> Any:
+        content_type = host = origin = None
+        for name, value in request.scope["headers"]:  # the first of each, as ``request.headers`` reads them
+            if name == b"content-type":
+                content_type = value if content_type is None else content_type
+            elif name == b"host":
+                host = value if host is None else host
+            elif name == b"origin":
+                origin = value if origin is None else origin
+        key = (is_post, content_type, host, origin)
+        if key in self._passed:
+            return None
+        refused = await super().validate_request(request, is_post)
+        if refused is None:
+            if len(self._passed) >= _HEADER_VERDICTS_KEPT:
+                self._passed.clear()
+            self._passed.add(key)
+        return refused
 
 
 class _DirectRoutes:

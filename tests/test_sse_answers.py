@@ -209,6 +209,40 @@ async def test_content_type_and_accept_are_checked_on_every_post_whatever_came_b
                 assert refused.status_code == 406, refused.text
 
 
+async def test_host_origin_and_content_type_are_checked_on_every_request_whatever_passed_before(
+        tmp_path: Path) -> None:
+    """The SDK's DNS-rebinding and ``Content-Type`` checks keep a pass per combination of values
+    (``sse.KeptVerdicts``): a request with a foreign ``Host`` or ``Origin`` is refused on a session
+    whose every other request passed, before and after them."""
+    with anyio.fail_after(WAIT):
+        async with gateway_http(gateway_config(tmp_path)) as gw, httpx2.AsyncClient(timeout=30) as http:
+            session = await open_session(http, gw.url)
+            for round_ in range(2):
+                body = call("alpha__echo", 20 + round_, text=f"good {round_}")
+                answer = await http.post(gw.url, headers=session, json=body)
+                assert answer.status_code == 200 and answer.json()["result"]["content"][0]["text"] == f"good {round_}"
+                refused = await http.post(gw.url, headers={**session, "Host": "evil.example"}, json=body)
+                assert refused.status_code == 421, refused.text
+                refused = await http.post(gw.url, headers={**session, "Origin": "http://evil.example"}, json=body)
+                assert refused.status_code == 403, refused.text
+                refused = await http.post(gw.url, headers={**session, "Content-Type": "text/plain"},
+                                          content=json.dumps(body))
+                assert refused.status_code == 400, refused.text
+
+
+def test_the_kept_security_verdicts_are_bounded() -> None:
+    from mcp.server.transport_security import TransportSecuritySettings
+    from starlette.requests import Request
+
+    verdicts = sse.KeptVerdicts(TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                                          allowed_hosts=["127.0.0.1:*"]))
+    for n in range(3 * sse._HEADER_VERDICTS_KEPT):
+        scope = {"type": "http", "headers": [(b"content-type", b"application/json"),
+                                             (b"host", f"127.0.0.1:{n}".encode())]}
+        assert anyio.run(verdicts.validate_request, Request(scope), True) is None
+        assert len(verdicts._passed) <= sse._HEADER_VERDICTS_KEPT
+
+
 def test_the_kept_header_verdicts_are_bounded() -> None:
     """The values are the client's to choose: a client sending a new ``Accept`` with every request
     cannot grow the gateway's memory."""
