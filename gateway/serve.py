@@ -196,6 +196,12 @@ else:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(_OneWritePerStep(transport, self.loop))
 
+        def on_response_complete(self) -> None:
+            """The answer is whole: it leaves now, not at the end of the step, after whatever the
+            app still does once it has sent it (its clean-up, the unwinding of its middleware)."""
+            self.transport.flush()
+            super().on_response_complete()
+
         def on_header(self, name: bytes, value: bytes) -> None:  # uvicorn's own, the value trimmed
             name = name.lower()
             value = value.strip(b" \t")
@@ -223,17 +229,17 @@ class _OneWritePerStep:
     def write(self, data: bytes) -> None:
         if self._held is None:
             self._held = [bytes(data)]
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         else:
             self._held.append(bytes(data))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         held, self._held = self._held, None
         if held is not None and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     # What uvicorn calls per request, forwarded without a lookup through ``__getattr__``.

@@ -321,3 +321,39 @@ async def test_an_answers_writes_in_one_step_leave_in_one_write_and_closing_send
     assert transport.writes[1:] == [b"event: a\r\n\r\n", b"last"] and transport.closed
     await step_ended()  # the step's own flush finds nothing left
     assert len(transport.writes) == 3 and gathering.is_closing()
+
+
+async def test_a_whole_answer_leaves_when_it_is_complete_not_after_the_apps_clean_up() -> None:
+    """``serve._HttpTools``: the answer's writes are gathered, but once the app has sent the last
+    of its body they leave at once: the client is not kept waiting while the app, in the same
+    step, still unwinds and cleans up after it."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from gateway import serve
+
+    assert serve._HttpTools is not None
+    seen_at_clean_up: list[bytes] = []
+    transport = _Recording()
+    finished = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        assert transport.writes == []  # the head waits for its body
+        await send({"type": "http.response.body", "body": b"{}"})
+        seen_at_clean_up.extend(transport.writes)  # the app's clean-up, in the step that sent the body
+        finished.set()
+
+    config = uvicorn.Config(app, http=serve._HttpTools, log_level="error", lifespan="off")
+    config.load()
+    protocol = serve._HttpTools(config=config, server_state=ServerState(), app_state={})
+    transport.get_extra_info = lambda name, default=None: default  # type: ignore[attr-defined]
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+    with anyio.fail_after(WAIT):
+        await finished.wait()
+    assert len(seen_at_clean_up) == 1 and seen_at_clean_up[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert seen_at_clean_up[0].endswith(b"\r\n\r\n{}")
+    protocol.connection_lost(None)
