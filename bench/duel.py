@@ -4,14 +4,18 @@
 ``--quick`` leaves it out). The ordinary rounds measure one target after another, minutes apart:
 on a machine whose speed drifts by ±30% within seconds to minutes, mcpgw and the peer land in
 different phases, and their ratios swing from run to run with the same code. Here the floor, mcpgw
-and the peer are all started at once and kept running, and each round measures them in short
-blocks, one target right after the other:
+and the peer are all started at once and kept running, and each round measures them side by side:
 
 - the floor: a block of sequential calls (its p50 is what the others' added p50 is counted from);
 - mcpgw and the peer, in turn (which one goes first alternates from round to round, so neither
   always runs right after the floor or right after the other's load): a block of sequential calls
   (p50, p99), a block with 16 sessions and one with 64 (calls/s), with the CPU time of the proxy
-  and of the upstream behind it read from /proc before and after each block.
+  and of the upstream behind it read from /proc before and after each block;
+- and first, the three's calls spread out (``load.spread_out``): one call on each in turn, in an
+  order shuffled every turn, so that each process sleeps between its calls as it does between an
+  assistant's, and all three meet the machine in the same phase, to the call. The added p50 of
+  this colder regime ("calls spread out") is its own check: it holds to within a few hundredths
+  from round to round, where the blocks' moves by tenths.
 
 Every round gives its own ratios, mcpgw over the peer (the CPU per call of the 16- and 64-session
 blocks taken together: their CPU over their calls); the report holds the median of each ratio
@@ -41,6 +45,7 @@ class Blocks:
 
     rounds: int = 10
     sequential: int = 300
+    spread: int = 300  # calls on each target, spread out (load.spread_out)
     calls_16: int = 1500
     calls_64: int = 2000
     warmup: int = 1000  # calls with 16 sessions per target before the first round
@@ -128,15 +133,30 @@ async def _start(stack: AsyncExitStack, bench: run.Bench, target: run.Target, cl
 
 
 async def _round(base: Contender, order: list[Contender], blocks: Blocks) -> dict[str, Any]:
-    """One round: the floor's sequential block, then each of ``order`` in full. Figures per target,
-    shaped like ``bench.run.measure_target``'s (added latency left to ``bench.run.compare``)."""
-    found = {base.target.name: _figures(base.target, await _sequential(base, blocks))}
-    for contender in order:
+    """One round: the calls of all three spread out, the floor's sequential block, then each of
+    ``order`` in full. Figures per target, shaped like ``bench.run.measure_target``'s (added
+    latency left to ``bench.run.compare``), with the spread-out calls' as ``spread``."""
+    spread = await _spread([base, *order], blocks)
+    found = {base.target.name: _figures(base.target, {**await _sequential(base, blocks), "spread": spread[0]})}
+    for contender, spread_out in zip(order, spread[1:]):
         phases = await _sequential(contender, blocks)
+        phases["spread"] = spread_out
         for sessions, calls in ((16, blocks.calls_16), (64, blocks.calls_64)):
             phases[f"throughput_{sessions}"] = await _loaded(contender, sessions, calls, blocks)
         found[contender.target.name] = _figures(contender.target, phases)
     return found
+
+
+async def _spread(contenders: list[Contender], blocks: Blocks) -> list[dict[str, Any]]:
+    """The contenders' sequential calls spread out, one on each in turn (``load.spread_out``)."""
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for contender in contenders:
+            with _blaming(contender.target):
+                session = await contender.opener()
+            stack.push_async_callback(session.close)
+            sessions.append((session, contender.tool))
+        return await load.spread_out(sessions, blocks.spread, max_seconds=blocks.max_seconds)
 
 
 async def _loaded(contender: Contender, sessions: int, calls: int, blocks: Blocks) -> dict[str, Any]:

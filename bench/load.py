@@ -27,11 +27,12 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import httpx2
@@ -479,6 +480,34 @@ async def sequential(open_session: Opener, tool: str, calls: int, warmup: int = 
         return tally.summary()
     finally:
         await session.close()
+
+
+async def spread_out(targets: Sequence[tuple[Session, str]], calls: int, max_seconds: float = 60.0,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """Several targets' sequential latency with their calls spread out (``targets``: a session on
+    each, the caller's to open and close, and its tool): one call on each in turn, ``calls`` each,
+    the order shuffled every turn (seeded: the same from run to run) so that each target's calls
+    follow every other target's alike; processes started from the same files share what is
+    cached of them, and a fixed order favours whoever follows its twin. Each target's processes
+    sleep while the others' calls run, as between the calls of an assistant that thinks between
+    them: a colder regime than ``sequential``'s calls back to back (caches refilled, CPUs woken
+    from idle, every call), and every target meets the machine in the same phase, to the call.
+    Each target's figures are ``sequential``'s."""
+    order = random.Random(seed)
+    tags = [next(_SESSION_TAGS) for _ in targets]
+    tallies = [Tally() for _ in targets]
+    turns = list(range(len(targets)))
+    deadline = time.perf_counter() + max_seconds
+    for i in range(calls):
+        order.shuffle(turns)
+        for k in turns:
+            session, tool = targets[k]
+            started = time.perf_counter()
+            outcome, problem = await echo(session, tool, f"p{tags[k]}-{i}")
+            tallies[k].count(outcome, time.perf_counter() - started, problem)
+        if time.perf_counter() > deadline:
+            break
+    return [tally.summary() for tally in tallies]
 
 
 async def throughput(open_session: Opener, tool: str, sessions: int, max_calls: int,

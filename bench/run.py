@@ -754,6 +754,8 @@ def compare(results: dict[str, Any]) -> None:
         for key in ("p50_ms", "p99_ms"):
             if key in figures["sequential"] and key in floor["sequential"]:
                 figures[f"added_{key}"] = round(figures["sequential"][key] - floor["sequential"][key], 3)
+        if "p50_ms" in figures.get("spread", {}) and "p50_ms" in floor.get("spread", {}):  # bench/duel.py
+            figures["added_spread_p50_ms"] = round(figures["spread"]["p50_ms"] - floor["spread"]["p50_ms"], 3)
         figures["floor"] = floors[name]
 
 
@@ -849,6 +851,9 @@ def _checks(mine: dict[str, Any], peer: dict[str, Any], lists: dict[str, Any]) -
         _ratio("proxy CPU per call", "ms", mine.get("cpu_ms_per_call", {}).get("front"),
                peer.get("cpu_ms_per_call", {}).get("front"), 0.5),
     ]
+    if "added_spread_p50_ms" in mine and "added_spread_p50_ms" in peer:  # measured head to head only
+        checks.append(_ratio("added p50, calls spread out", "ms", mine["added_spread_p50_ms"],
+                             peer["added_spread_p50_ms"], 0.5))
     if "idle_sessions" in mine:  # not measured by the head-to-head blocks (bench/duel.py)
         kb = mine["idle_sessions"].get("kb_per_session")
         checks.append({"what": f"memory per idle session ({mine['idle_sessions'].get('sessions')} sessions)",

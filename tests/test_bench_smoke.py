@@ -235,7 +235,7 @@ def test_head_to_head_runs_all_targets_at_once_and_gives_median_ratios(tmp_path:
     by_name = {target.name: target for target in run.targets()}
     floor, gateway, stand_in = (by_name[name] for name in ("floor-http", "mcpgw-http-stdio",
                                                            "mcpgw-http-stdio-handshake"))
-    blocks = duel.Blocks(rounds=2, sequential=20, calls_16=50, calls_64=50, warmup=20, max_seconds=10)
+    blocks = duel.Blocks(rounds=2, sequential=20, spread=20, calls_16=50, calls_64=50, warmup=20, max_seconds=10)
     bench = run.Bench(tmp_path, run.Settings.quick())
     report = asyncio.run(duel.duel(bench, "raw", floor, gateway, stand_in, blocks))
 
@@ -248,13 +248,15 @@ def test_head_to_head_runs_all_targets_at_once_and_gives_median_ratios(tmp_path:
         assert "throughput_16" not in found["floor-http"]  # the floor takes part in the sequential blocks only
         for name, figures in found.items():
             assert (figures["errors"], figures["mismatched"]) == (0, 0), (name, figures)
+            assert figures["spread"]["ok"] == 20, (name, figures)
     medians = report["medians"]
     assert all(medians[name]["cpu_ms_per_call"]["front"] > 0 for name in ("mcpgw-http-stdio",
                                                                           "mcpgw-http-stdio-handshake"))
     checks = {check["what"]: check for check in report["checks"]}
-    assert list(checks) == ["added p50", "p99", "calls/s, 16 sessions", "calls/s, 64 sessions", "proxy CPU per call"]
+    assert list(checks) == ["added p50", "p99", "calls/s, 16 sessions", "calls/s, 64 sessions", "proxy CPU per call",
+                            "added p50, calls spread out"]
     for what, check in checks.items():
-        if what == "added p50":
+        if what.startswith("added p50"):
             # In blocks this small, on a machine this busy, a median can fall to the floor's or under
             # it. The gateway's is then a negative figure; the peer's leaves no ratio to take, in a
             # round or over all, and the report says so (n/a) in place of inventing one.
@@ -266,3 +268,29 @@ def test_head_to_head_runs_all_targets_at_once_and_gives_median_ratios(tmp_path:
     assert run.problems({"targets": {}, "tools_list": {}, "head_to_head": report}) == 0
     printed = run.render_head_to_head(report)
     assert printed.startswith("Head to head, in the same phase") and "proxy CPU per call, by round: " in printed
+
+
+def test_spread_out_calls_give_each_target_every_other_as_predecessor() -> None:
+    """bench/load.py ``spread_out``: the calls go one on each target in turn, each target's
+    answers checked; the order is shuffled every turn, so each target's calls follow every
+    other target's (a fixed order would always put the same neighbour before it)."""
+    import asyncio
+
+    from bench import load
+
+    made: list[int] = []
+
+    class Echo:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        async def request(self, method: str, params: dict) -> dict:
+            made.append(self.number)
+            text = params["arguments"]["text"] if self.number != 2 else "someone else's"
+            return {"result": {"content": [{"type": "text", "text": text}]}}
+
+    found = asyncio.run(load.spread_out([(Echo(n), "echo") for n in range(4)], calls=60))
+    assert [f["calls"] for f in found] == [60] * 4 and [f["mismatched"] for f in found] == [0, 0, 60, 0]
+    assert all(sorted(made[4 * i:4 * i + 4]) == [0, 1, 2, 3] for i in range(60))
+    followed = {(a, b) for a, b in zip(made, made[1:]) if a != b}
+    assert followed == {(a, b) for a in range(4) for b in range(4) if a != b}
