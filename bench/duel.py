@@ -6,16 +6,16 @@ on a machine whose speed drifts by ±30% within seconds to minutes, mcpgw and th
 different phases, and their ratios swing from run to run with the same code. Here the floor, mcpgw
 and the peer are all started at once and kept running, and each round measures them side by side:
 
+- first, the three's calls spread out (``load.spread_out``): one call on each in turn, in an
+  order shuffled every turn, so that each process sleeps between its calls as it does between an
+  assistant's, and all three meet the machine in the same phase, to the call. The added p50 of
+  this colder regime ("calls spread out") is its own check: it holds to within a few hundredths
+  from round to round, where the blocks' moves by tenths;
 - the floor: a block of sequential calls (its p50 is what the others' added p50 is counted from);
 - mcpgw and the peer, in turn (which one goes first alternates from round to round, so neither
   always runs right after the floor or right after the other's load): a block of sequential calls
   (p50, p99), a block with 16 sessions and one with 64 (calls/s), with the CPU time of the proxy
-  and of the upstream behind it read from /proc before and after each block;
-- and first, the three's calls spread out (``load.spread_out``): one call on each in turn, in an
-  order shuffled every turn, so that each process sleeps between its calls as it does between an
-  assistant's, and all three meet the machine in the same phase, to the call. The added p50 of
-  this colder regime ("calls spread out") is its own check: it holds to within a few hundredths
-  from round to round, where the blocks' moves by tenths.
+  and of the upstream behind it read from /proc before and after each block.
 
 Every round gives its own ratios, mcpgw over the peer (the CPU per call of the 16- and 64-session
 blocks taken together: their CPU over their calls); the report holds the median of each ratio

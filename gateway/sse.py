@@ -67,7 +67,7 @@ DEFER = 1.0  # seconds an answer may be held back before it becomes a stream (an
 WATCH_AFTER = 0.1
 _KEY = "mcpgw.disconnect"
 # Verdicts of the SDK's header checks by (Content-Type, Accept) value (``_headers_accepted``).
-_HEADER_VERDICTS: dict[tuple[bytes | None, bytes | None], bool] = {}
+_HEADER_VERDICTS: dict[tuple[bytes | None, ...], bool] = {}
 _HEADER_VERDICTS_KEPT = 256
 _SSE_SEP = "\r\n"
 _JSON_TYPE = (b"content-type", sdk.CONTENT_TYPE_JSON.encode("latin-1"))
@@ -167,13 +167,7 @@ class GatewayTransport(sdk.StreamableHTTPServerTransport):
         verdict kept per pair of header values: a client sends the same two with every request, and
         parsing them every time was 3% of a call's instructions. Bounded: the values are the
         client's to choose."""
-        content_type = accept = None
-        for name, value in scope["headers"]:  # the first of each, as ``request.headers`` reads them
-            if name == b"content-type" and content_type is None:
-                content_type = value
-            elif name == b"accept" and accept is None:
-                accept = value
-        key = (content_type, accept)
+        key = _first_values(scope["headers"], b"content-type", b"accept")
         verdict = _HEADER_VERDICTS.get(key)
         if verdict is None:
             verdict = self._check_content_type(request) and all(sdk.check_accept_headers(request))
@@ -331,18 +325,10 @@ class KeptVerdicts(TransportSecurityMiddleware):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        self._passed: set[tuple[bool, bytes | None, bytes | None, bytes | None]] = set()
+        self._passed: set[tuple[bool | bytes | None, ...]] = set()
 
     async def validate_request(self, request: Request, is_post: bool = False) -> Any:
-        content_type = host = origin = None
-        for name, value in request.scope["headers"]:  # the first of each, as ``request.headers`` reads them
-            if name == b"content-type":
-                content_type = value if content_type is None else content_type
-            elif name == b"host":
-                host = value if host is None else host
-            elif name == b"origin":
-                origin = value if origin is None else origin
-        key = (is_post, content_type, host, origin)
+        key = (is_post, *_first_values(request.scope["headers"], b"content-type", b"host", b"origin"))
         if key in self._passed:
             return None
         refused = await super().validate_request(request, is_post)
@@ -351,6 +337,18 @@ class KeptVerdicts(TransportSecurityMiddleware):
                 self._passed.clear()
             self._passed.add(key)
         return refused
+
+
+def _first_values(headers: list[tuple[bytes, bytes]], *names: bytes) -> tuple[bytes | None, ...]:
+    """Each named header's first value, as ``request.headers`` reads it (None where it is absent):
+    the key a kept verdict is found by."""
+    values: list[bytes | None] = [None] * len(names)
+    for name, value in headers:
+        if name in names:
+            at = names.index(name)
+            if values[at] is None:
+                values[at] = value
+    return tuple(values)
 
 
 class _DirectRoutes:
