@@ -294,3 +294,22 @@ def test_spread_out_calls_give_each_target_every_other_as_predecessor() -> None:
     assert all(sorted(made[4 * i:4 * i + 4]) == [0, 1, 2, 3] for i in range(60))
     followed = {(a, b) for a, b in zip(made, made[1:]) if a != b}
     assert followed == {(a, b) for a in range(4) for b in range(4) if a != b}
+
+
+def test_stages_stamp_every_call_of_each_gateway_at_every_stage(tmp_path: Path) -> None:
+    """bench/stages.py: the gateways (on both wires) run under the probe, and every call of a
+    round, spread out among the targets, is stamped at each stage in order, so each stretch has a
+    median; the peer left out (no venv needed), a tiny round, no speed asserted."""
+    import asyncio
+
+    _bench_run()
+    from bench import stages
+
+    (report,) = asyncio.run(stages.measure(calls=10, rounds=1, peer=False, warmup=20))
+    assert set(report["added_p50_ms"]) == set(stages.PROBED)
+    assert not any(report["errors"].values()), report["errors"]
+    for name in stages.PROBED:
+        parts = report[name]
+        assert parts.pop("calls") == 10, (name, parts)
+        assert list(parts) == [f"{a}>{b}" for a, b in zip(stages.STAMPS, stages.STAMPS[1:])] + ["total"]
+        assert all(value >= 0 for value in parts.values()) and parts["total"] > 0, (name, parts)
