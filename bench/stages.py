@@ -74,7 +74,9 @@ def probe(argv: list[str]) -> None:
         if recording[0]:
             stamps.clear()
         else:
-            Path(os.environ[OUT_ENV]).write_text(json.dumps(stamps))
+            out = Path(os.environ[OUT_ENV])
+            out.with_suffix(".part").write_text(json.dumps(stamps))
+            out.with_suffix(".part").replace(out)  # whole or not there: the driver reads it when it appears
 
     def stamp(name: str) -> None:
         if recording[0]:
@@ -144,9 +146,9 @@ def stretches(stamps: list[tuple[str, int]]) -> dict[str, float]:
 
 async def _stamps_of(pid: int, path: Path) -> list[tuple[str, int]]:
     os.kill(pid, signal.SIGUSR2)
-    with_deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
-    while not path.exists() or not path.stat().st_size:
-        if asyncio.get_running_loop().time() > with_deadline:
+    deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+    while not path.exists():
+        if asyncio.get_running_loop().time() > deadline:
             raise RuntimeError(f"the probe of gateway {pid} wrote no stamps to {path}")
         await asyncio.sleep(0.05)
     stamps = [(name, ns) for name, ns in json.loads(path.read_text())]
