@@ -42,7 +42,7 @@ from typing import Any, Callable
 if __package__ in (None, ""):  # `python bench/stages.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import duel, load  # noqa: E402
+from bench import duel  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 STAMPS = ("arrived", "admitted", "handled", "sent", "returned", "answered", "written")
@@ -171,19 +171,14 @@ async def measure(calls: int, rounds: int, peer: bool, warmup: int = 300) -> lis
                             f'exec "{sys.executable}" -m bench.stages probe "$@"\n', encoding="utf-8")
         launcher.chmod(0o755)
         bench = bench_run.Bench(Path(workdir), bench_run.Settings(), mcpgw=str(launcher))
-        blocks = duel.Blocks(warmup=warmup)
+        blocks = duel.Blocks(warmup=warmup, spread=calls, max_seconds=300)
         async with AsyncExitStack() as stack:
             contenders = await duel._start_all(stack, bench, [by_name[n] for n in names], "raw", blocks)
-            sessions = []
-            for contender in contenders:
-                session = await contender.opener()
-                stack.push_async_callback(session.close)
-                sessions.append((session, contender.tool))
             probed = {c.target.name: c.pids["front"] for c in contenders if c.target.name in PROBED}
             for number in range(rounds):
                 for pid in probed.values():
                     os.kill(pid, signal.SIGUSR1)
-                figures = await load.spread_out(sessions, calls, max_seconds=300, seed=number)
+                figures = await duel._spread(contenders, blocks)  # as the duel does it, sessions included
                 floor = figures[0].get("p50_ms", math.nan)  # none: every call failed, counted in errors
                 report: dict[str, Any] = {"added_p50_ms": {n: f.get("p50_ms", math.nan) - floor
                                                            for n, f in zip(names[1:], figures[1:])},
