@@ -14,7 +14,7 @@ gateway's own ``__main__`` behind a few wrapped functions) that stamps each call
 - ``admitted``: the app's front door starts on it (``FrontDoor.__call__``);
 - ``handled``: the gateway's ``tools/call`` handler starts (``proxy._Handlers.call_tool``);
 - ``sent``: the request is written to the upstream's stdin (``pipes.Writes.send``);
-- ``returned``: the upstream's answer reaches the child's stdout protocol;
+- ``returned``: the upstream's answer reaches the protocol of the child's stdout pipe;
 - ``answered``: the handler is done (its ``Answer`` raised);
 - ``written``: the HTTP answer is written to the socket (``serve._OneWritePerStep.flush``).
 
@@ -56,7 +56,6 @@ SETTLE_SECONDS = 10.0  # for a probe to write its stamps once told to
 def probe(argv: list[str]) -> None:
     """Run the gateway (``mcpgw ARGV``) with its calls stamped: SIGUSR1 starts a recording afresh,
     SIGUSR2 ends it and writes the stamps, as JSON ``[[stamp, nanoseconds], ...]``, to ``$OUT_ENV``."""
-    import asyncio.subprocess as aio_subprocess
     import runpy
     import time
 
@@ -93,7 +92,9 @@ def probe(argv: list[str]) -> None:
 
     on_entry(serve._HttpTools, "data_received", "arrived")
     on_entry(serve._OneWritePerStep, "flush", "written", lambda self: self._held is not None)
-    on_entry(aio_subprocess.SubprocessStreamProtocol, "pipe_data_received", "returned", lambda self, fd, data: fd == 1)
+    # the child's stdout (gateway/upstreams/spawn.py): the only stream of this gateway read through an
+    # asyncio StreamReaderProtocol (uvicorn's and anyio's sockets have protocols of their own)
+    on_entry(asyncio.StreamReaderProtocol, "data_received", "returned")
     door = front_door.FrontDoor.__call__
 
     async def admitted(self: Any, scope: Any, receive: Any, send: Any) -> None:  # an ASGI app's own signature

@@ -24,6 +24,14 @@ pytestmark = pytest.mark.anyio
 WAIT = 20
 
 
+@pytest.fixture(params=[pytest.param(("asyncio", {}), id="asyncio"),
+                        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Both loops the gateway runs on: the standard one and uvloop (its default), whose own spawn
+    and pipes behave differently from the standard library's."""
+    return request.param
+
+
 @pytest.fixture
 def errlog() -> Iterator[TextIO]:
     """Where the children's stderr goes (the gateway gives a pipe it logs from)."""
@@ -80,14 +88,12 @@ async def test_a_message_written_is_one_line_on_the_childs_stdin(errlog: TextIO)
 
 async def test_a_child_that_closes_its_stdin_ends_the_connection_for_reader_and_writer(errlog: TextIO) -> None:
     """As with the SDK's writer: a broken stdin ends the read side too, so no request waits for an
-    answer that cannot come. (On uvloop, whose child stdin is a socket pair, a child's closing it is
-    not seen at all, with anyio's stream as with this one: writes fill the socket and wait, bounded
-    by the call's timeout, until the child exits.)"""
+    answer that cannot come. (Under uvloop's own spawn the child kept a copy of its stdin, so its
+    closing it went unseen: writes filled the pipe and waited until the call's timeout.)"""
     script = "import os, time\nos.close(0)\ntime.sleep(60)\n"
     request = SessionMessage(types.JSONRPCRequest(jsonrpc="2.0", id=1, method="ping"))
     with anyio.fail_after(WAIT):
         async with stdio_pipes(child(script), errlog) as (lines, writes):
-            assert writes._writer is not None  # written directly, without anyio's yield per write
             async with anyio.create_task_group() as tg:
                 ended = anyio.Event()
 
@@ -125,3 +131,37 @@ async def test_a_closed_read_side_says_so(errlog: TextIO) -> None:
             await lines.aclose()
             with pytest.raises(anyio.ClosedResourceError):
                 await lines.receive()
+
+
+async def test_a_child_that_dies_is_seen_dying_though_a_process_it_started_lives_on(errlog: TextIO) -> None:
+    """A server that started a helper (here one that inherits every descriptor it may, as Node's
+    spawn does) and then crashed: its stdout ends, so calls fail now rather than at their timeout.
+    Under uvloop's own spawn the helper held a copy of the server's stdout and nothing ended."""
+    script = ("import subprocess, sys\n"
+              "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], close_fds=False,\n"
+              "                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)\n"
+              "print(helper.pid, flush=True)\n"
+              "sys.exit(3)\n")
+    with anyio.fail_after(WAIT):
+        async with stdio_pipes(child(script), errlog) as (lines, _):
+            helper = await lines.receive()
+            assert isinstance(helper, SessionMessage | Exception)  # the pid: not JSON, a parse error
+            with pytest.raises(anyio.EndOfStream):
+                await lines.receive()
+
+
+async def test_the_child_holds_its_three_pipes_and_nothing_else(errlog: TextIO) -> None:
+    """No descriptor of the gateway's, or copy of its own pipes, reaches the child; stdin and stdout
+    are pipes, so a server may open /dev/stdin (a socket pair, uvloop's own, cannot be opened)."""
+    script = ("import json, os, stat\n"
+              "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+              "open('/dev/stdin', 'rb').close()\n"
+              "pipes = [stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (0, 1)]\n"
+              "print(json.dumps({'jsonrpc': '2.0', 'method': 'fds', 'params': {'fds': fds, 'pipes': pipes}}), flush=True)\n")
+    with anyio.fail_after(WAIT):
+        async with stdio_pipes(child(script), errlog) as (lines, _):
+            report = await lines.receive()
+    assert isinstance(report, SessionMessage), report
+    params = report.message.params
+    assert params["pipes"] == [True, True]
+    assert params["fds"][:3] == [0, 1, 2] and len(params["fds"]) == 4, params["fds"]  # the fourth: listdir's own

@@ -8,12 +8,14 @@ crosses one of them, a task switch each way, about a tenth of the gateway's CPU 
 itself, a chunk at a time, and is handed one parsed message per line; the write side writes each
 message to stdin from the task sending it (one write, flow control by the pipe's drain).
 
-Everything else is the SDK's, reused from ``mcp.client.stdio`` rather than copied: how the child is
-spawned (its own process group, the default environment), how a line is parsed (a bad line is
-handed to the session as the error it is, the connection goes on), and how the child is stopped
-(stdin closed, a grace period, then the whole group terminated and killed), with stdout drained
-meanwhile so a child blocked on a full pipe can still exit. tests/test_upstream_pipes.py guards
-the SDK names used here.
+The child is started as the SDK starts it (its own process group, the SDK's default environment),
+but by the standard library, with pipes and nothing else open in it (``spawn.py``: uvloop's spawn
+leaves copies of the pipes' ends in the child, which hides a child's exit or its closing stdin).
+Everything else is the SDK's, reused from ``mcp.client.stdio`` rather than copied: how a line is
+parsed (a bad line is handed to the session as the error it is, the connection goes on), and how
+the child is stopped (stdin closed, a grace period, then the whole group terminated and killed),
+with stdout drained meanwhile so a child blocked on a full pipe can still exit.
+tests/test_upstream_pipes.py guards the SDK names used here.
 
 Differences: lines are parsed as the bytes they are (pydantic reads UTF-8 itself: invalid UTF-8 in
 a line is that line's parse error, not the end of the connection), and nothing is read ahead of
@@ -22,7 +24,7 @@ the session: stdout is read only when the session asks for its next message.
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Self, TextIO
@@ -32,7 +34,8 @@ from mcp.client.stdio import (StdioServerParameters, _create_platform_compatible
                               _get_executable_command, _parse_line, _stop_server_process, get_default_environment)
 from mcp.shared.message import SessionMessage
 
-CHUNK = 1 << 16
+from gateway.upstreams.spawn import CHUNK, spawn
+
 _GONE = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
 
@@ -41,9 +44,9 @@ async def stdio_pipes(params: StdioServerParameters, errlog: TextIO) -> AsyncIte
     """``stdio_client``'s contract: the child started, its (read, write) streams, and on the way
     out the child stopped, whatever happened (shielded, bounded by the SDK's timeouts)."""
     command = await _get_executable_command(params.command)
-    process = await _create_platform_compatible_process(
-        command=command, args=params.args, env=get_default_environment() | (params.env or {}), errlog=errlog,
-        cwd=params.cwd)
+    start = _create_platform_compatible_process if sys.platform == "win32" else spawn
+    process = await start(command=command, args=params.args, env=get_default_environment() | (params.env or {}),
+                          errlog=errlog, cwd=params.cwd)
     lines = Lines(process.stdout)
     writes = Writes(process.stdin, lines)
     try:
@@ -127,11 +130,6 @@ class Writes(_Closable):
 
     def __init__(self, stdin: Any, lines: Lines) -> None:
         self._stdin = stdin
-        # anyio's stream around the pipe yields to the loop after every write it did not have to wait
-        # for: a task switch and back for the whole call's chain of coroutines, 2.5% of a call's
-        # instructions. Written here, a write waits only when the pipe is full (``drain``).
-        writer = getattr(stdin, "_stream", None)
-        self._writer = writer if isinstance(writer, asyncio.StreamWriter) else None
         self._lines = lines
         self._closed = False
 
@@ -141,16 +139,7 @@ class Writes(_Closable):
         message = item.message
         data = type(message).__pydantic_serializer__.to_json(message, by_alias=True, exclude_unset=True)
         try:
-            if self._writer is None:
-                await self._stdin.send(data + b"\n")
-            else:
-                try:
-                    self._writer.write(data + b"\n")
-                    await self._writer.drain()
-                except RuntimeError as exc:  # uvloop's write to a closed pipe
-                    if not self._writer.is_closing():
-                        raise
-                    raise anyio.BrokenResourceError from exc
+            await self._stdin.send(data + b"\n")
         except _GONE as exc:
             self._closed = True
             await self._lines.end()

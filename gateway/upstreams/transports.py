@@ -10,12 +10,10 @@ the gateway's own stderr.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections import deque
 from contextlib import asynccontextmanager
@@ -192,7 +190,6 @@ async def _stdio(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[
         env={name: value.reveal() for name, value in server.env.items()} or None,
         cwd=server.cwd,
     )
-    _check_command(params)
     read_fd, write_fd = os.pipe()
     errlog = os.fdopen(write_fd, "w")
     reader = threading.Thread(target=_pump_stderr, args=(read_fd, server.name, tail),
@@ -205,16 +202,6 @@ async def _stdio(server: ServerConfig, tail: StderrTail) -> AsyncIterator[tuple[
     finally:
         if not errlog.closed:
             errlog.close()
-
-
-def _check_command(params: StdioServerParameters) -> None:
-    """A bare command name that is not on the PATH fails here, naming the command: the error the
-    spawn raises does not always (under uvloop it has no ``filename``)."""
-    if os.sep in params.command:
-        return  # a path: relative to the server's cwd, which the spawn resolves
-    path = (params.env or {}).get("PATH", os.environ.get("PATH", os.defpath))
-    if shutil.which(params.command, path=path) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), params.command)
 
 
 def _pump_stderr(fd: int, server: str, tail: StderrTail) -> None:
