@@ -160,6 +160,22 @@ async def test_an_upstream_that_dies_mid_call_fails_that_call_and_is_restarted(t
             assert not again.is_error and text(again) != first_pid
 
 
+async def test_an_upstream_that_dies_leaving_a_helper_alive_fails_the_call_now_not_at_its_timeout(
+        tmp_path: Path) -> None:
+    """The helper holds what the server could leave it; the server's pipes must not be among that
+    (under uvloop's own spawn they were: with no health check to notice, the call waited out its
+    timeout, here 120 s, for an answer that could not come, and this test's minute ran out first)."""
+    path = write_config(tmp_path, config({"alpha": stdio_server("alpha", timeout="120s",
+                                                                health_check={"enabled": False})}))
+    with anyio.fail_after(WAIT):
+        async with gateway_stdio(path) as client:
+            first_pid = text(await client.call_tool("alpha__pid", {}))
+            crashed = await client.call_tool("alpha__crash", {"helper": True})
+            assert crashed.is_error and "server 'alpha'" in text(crashed)
+            again = await client.call_tool("alpha__pid", {})
+            assert not again.is_error and text(again) != first_pid
+
+
 async def test_http_sessions_are_independent_and_both_eras_share_one_endpoint(tmp_path: Path) -> None:
     path = write_config(tmp_path, config({"alpha": stdio_server("alpha")}))
     with anyio.fail_after(WAIT):
