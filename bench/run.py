@@ -945,10 +945,13 @@ def _kind(name: str, figures: dict[str, Any]) -> str:
     return "peer" if figures.get("peer") else "floor" if not figures.get("proxy") else "mcpgw"
 
 
-def chart(results: dict[str, Any], path: Path, machine_info: dict[str, Any] | None = None) -> bool:
-    """A PNG (1200 x 700) of what the table says first: the latency each proxy adds to its floor
-    (p50, p99) and calls/s with 16 and 64 sessions, mcpgw and the peers in their own colours.
-    Only when matplotlib is installed (``pip install matplotlib``; it is not a dependency)."""
+def chart(results: dict[str, Any], path: Path, machine_info: dict[str, Any] | None = None,
+          head_to_head: dict[str, Any] | None = None) -> bool:
+    """A PNG of what the table says first: the latency each proxy adds to its floor (p50, p99) and
+    calls/s with 16 and 64 sessions, mcpgw and the peers in their own colours; with a head-to-head
+    report, a third panel of its ratios against their goals, the figures the goals are judged by
+    (the first two panels are the rounds' medians, measured minutes apart). Only when matplotlib is
+    installed (``pip install matplotlib``; it is not a dependency)."""
     try:
         import matplotlib
 
@@ -958,7 +961,13 @@ def chart(results: dict[str, Any], path: Path, machine_info: dict[str, Any] | No
         return False
     names = [name for name, f in results.items() if "sequential" in f]
     added = [name for name in names if results[name].get("added_p50_ms") is not None]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 7), dpi=100)
+    checks = [check for check in (head_to_head or {}).get("checks", []) if check.get("ratio") is not None]
+    figure, axes = plt.subplots(1, 3 if checks else 2, figsize=(18 if checks else 12, 7), dpi=100)
+    left, right = axes[0], axes[1]
+    if checks:
+        _goal_bars(axes[2], checks, head_to_head or {})
+        for axis in (left, right):
+            axis.set_title("each target's median over the rounds", fontsize=10)
     latency = [[results[n]["added_p50_ms"] for n in added], [results[n].get("added_p99_ms", 0) for n in added]]
     _bars(left, added, latency, ["p50", "p99"], [_kind(n, results[n]) for n in added], "{:.2f}")
     left.set_xlabel("latency added to the floor, sequential tools/call (ms; lower is better)")
@@ -974,6 +983,25 @@ def chart(results: dict[str, Any], path: Path, machine_info: dict[str, Any] | No
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True
+
+
+def _goal_bars(axis: Any, checks: list[dict[str, Any]], report: dict[str, Any]) -> None:
+    """One bar per head-to-head check: its ratio, green where the goal is met, red where not, the
+    goal marked on the bar's row."""
+    names = [f"{check['what']} ({check['goal']})" for check in checks]
+    rows = range(len(checks))
+    bars = axis.barh(list(rows), [check["ratio"] for check in checks], height=0.6,
+                     color=["#2e8b57" if check["met"] else "#c0392b" for check in checks])
+    axis.bar_label(bars, labels=[f"{check['ratio']:.2f}x" for check in checks], label_type="center",
+                   color="white", fontsize=8)
+    axis.scatter([check["limit"] for check in checks], list(rows), marker="|", s=500, color="black", zorder=3)
+    axis.set_yticks(list(rows), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.margins(x=0.1)
+    axis.grid(axis="x", alpha=0.3)
+    peer = (report.get("targets") or {}).get("peer", report.get("best_peer", "the peer"))
+    axis.set_xlabel(f"mcpgw / {peer} (| marks the goal)")
+    axis.set_title(f"head to head: medians of {len(report.get('rounds', []))} rounds' ratios", fontsize=10)
 
 
 def _bars(axis: Any, names: list[str], series: list[list[float]], labels: list[str], kinds: list[str],
@@ -1256,7 +1284,7 @@ def write_charts(report: dict[str, Any], paths: list[Path]) -> None:
     try:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not chart(report["targets"], path, report["machine"]):
+            if not chart(report["targets"], path, report["machine"], report.get("head_to_head")):
                 print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
                 return
             print(f"chart: {path}")

@@ -222,6 +222,21 @@ def test_rounds_give_medians_and_each_ratio_is_the_median_of_the_rounds_ratios()
     assert run.median_of_rounds(failed)["mcpgw-http-stdio"]["error"] == "boom"
 
 
+def test_chart_shows_the_head_to_head_ratios_beside_the_rounds(tmp_path: Path) -> None:
+    """The goals are judged head to head: with that report, the chart has a third panel for it."""
+    pytest.importorskip("matplotlib")
+    run = _bench_run()
+    results = {"mcpgw-http-stdio": _figures(1.0, 600, 0.4), "mcp-proxy-http-stdio": _figures(2.0, 500, 1.0, peer="p")}
+    for figures in results.values():
+        figures["added_p99_ms"] = 2.0
+    head_to_head = {**run.ratios(results, {}), "rounds": [results], "targets": {"peer": "mcp-proxy-http-stdio"}}
+    widths = {}
+    for name, report in (("rounds", None), ("both", head_to_head)):
+        assert run.chart(results, tmp_path / f"{name}.png", {"cpus": 2}, report)
+        widths[name] = int.from_bytes((tmp_path / f"{name}.png").read_bytes()[16:20], "big")  # PNG IHDR width
+    assert widths == {"rounds": 1200, "both": 1800}
+
+
 def test_head_to_head_runs_all_targets_at_once_and_gives_median_ratios(tmp_path: Path) -> None:
     """bench/duel.py: the floor, mcpgw and a peer running at once, measured in alternating blocks;
     the report is `ratios`' shape (so `render_ratios` prints it) with every round's figures. The
